@@ -1,0 +1,39 @@
+# The README's two commands: `make demo` (train the bundled tiny example locally) and `make test`.
+# Both build .venv from nothing; torch is pinned by constraints/cpu.txt so CPU machines never pull CUDA wheels.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+EXTRAS ?= runtime,dev,ssh,s3
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints/cpu.txt | cksum | cut -d' ' -f1)
+
+.PHONY: demo test unit lint venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints/cpu.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c constraints/cpu.txt torch==2.13.0
+	$(PIP) install -q -c constraints/cpu.txt -e ".[$(EXTRAS)]"
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+demo: venv
+	mkdir -p .demo
+	cd .demo && ../$(VENV)/bin/mudpuppy fetch examples --force
+	cd .demo && ../$(VENV)/bin/mudpuppy train examples/tiny-alpaca.yml
+
+test: venv lint
+	bash tests/infra/install-deps.sh
+	$(PY) -m pytest -q
+
+unit: venv
+	$(PY) -m pytest -q tests/unit
+
+lint: venv
+	$(VENV)/bin/ruff check launcher backends
+	$(VENV)/bin/mypy launcher backends
+
+clean:
+	rm -rf $(VENV) .demo build dist *.egg-info

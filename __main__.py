@@ -1,0 +1,3 @@
+from mudpuppy.launcher.cli import main
+
+main()

@@ -1,0 +1,50 @@
+"""``mudpuppy config show|validate|schema``."""
+
+from __future__ import annotations
+
+import json
+
+import click
+from mudpuppy.launcher.cli.options import OVERRIDE_CONTEXT, config_argument, load_with_overrides
+
+
+@click.group()
+def config() -> None:
+    """Show, validate or export the schema of a config."""
+
+
+@config.command(context_settings=OVERRIDE_CONTEXT)
+@config_argument
+@click.option("--all", "show_all", is_flag=True, help="Also print keys left at null.")
+@click.pass_context
+def show(ctx: click.Context, config_path: str, show_all: bool) -> None:
+    """Print CONFIG fully resolved: your keys, overrides (--key value) and every default."""
+    import yaml
+
+    loaded = load_with_overrides(config_path, ctx.args)
+    data = loaded.config.model_dump(mode="json", exclude_none=not show_all)
+    click.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip())
+
+
+@config.command(context_settings=OVERRIDE_CONTEXT)
+@config_argument
+@click.pass_context
+def validate(ctx: click.Context, config_path: str) -> None:
+    """Check CONFIG (names, types, conflicts) without running anything."""
+    loaded = load_with_overrides(config_path, ctx.args)
+    cfg = loaded.config
+    mode = cfg.rl or ("reward model" if cfg.reward_model else "sft")
+    tuning = cfg.adapter or "full fine-tune"
+    datasets = len(cfg.datasets or [])
+    click.echo(f"{config_path}: ok ({mode}, {tuning}, {datasets} dataset(s), backend {cfg.launch.backend})")
+
+
+@config.command()
+@click.option("--indent", default=2, show_default=True)
+def schema(indent: int) -> None:
+    """Print the JSON Schema of the config (for editor completion and validation)."""
+    from mudpuppy.launcher.config.schema import Config
+
+    doc = Config.model_json_schema()
+    doc["title"] = "mudpuppy config"
+    click.echo(json.dumps(doc, indent=indent))

@@ -1,0 +1,226 @@
+"""Turn a config file (plus CLI overrides) into a validated ``Config``, or one line per problem.
+
+Order matters: names are checked before types so a typo reads "unknown key 'lora_alpah' (did you mean
+'lora_alpha'?)" rather than a pydantic dump, and Axolotl keys we do not implement are dropped with one warning
+each before pydantic ever sees them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from mudpuppy.launcher.config import axolotl_keys
+from mudpuppy.launcher.config.checks import find_conflicts
+from mudpuppy.launcher.config.schema import Config
+from mudpuppy.launcher.config.schema.datasets import DatasetConfig
+from mudpuppy.launcher.config.source import ConfigSource, KeyPath, parse_yaml, read_source
+from mudpuppy.launcher.errors import ConfigError, UserError
+from pydantic import BaseModel, ValidationError
+
+
+@dataclass
+class LoadedConfig:
+    config: Config
+    source: ConfigSource
+    warnings: list[str] = field(default_factory=list)
+
+
+def load_config(location: str | Path, overrides: dict[str, Any] | None = None) -> LoadedConfig:
+    source = read_source(location)
+    return validate_source(source, overrides or {})
+
+
+def load_config_text(text: str, name: str = "<config>", overrides: dict[str, Any] | None = None) -> LoadedConfig:
+    return validate_source(parse_yaml(text, name), overrides or {})
+
+
+def validate_source(source: ConfigSource, overrides: dict[str, Any]) -> LoadedConfig:
+    override_paths = _apply_overrides(source.data, overrides)
+    problems: list[str] = []
+    warnings: list[str] = []
+
+    def where(path: KeyPath) -> str:
+        if path[:1] in override_paths or path in override_paths:
+            return "--" + ".".join(str(p) for p in path)
+        return source.where(path)
+
+    _check_names(source.data, Config, (), where, problems, warnings)
+    if problems:
+        raise ConfigError(problems)
+    try:
+        config = Config.model_validate(source.data)
+    except ValidationError as exc:
+        raise ConfigError([_describe(err, where) for err in exc.errors()]) from None
+    for path, message in find_conflicts(config):
+        problems.append(f"{where(path)}: {_dotted(path)}: {message}")
+    if problems:
+        raise ConfigError(problems)
+    return LoadedConfig(config=config, source=source, warnings=warnings)
+
+
+def parse_override_args(args: list[str]) -> dict[str, Any]:
+    """``['--learning_rate', '1e-4', '--sample_packing', '--launch.gpus=H100:8']`` -> typed-later values.
+
+    Values are read as YAML scalars/flow collections; strings such as ``1e-4`` are left for pydantic, whose lax
+    mode coerces them to the field's type. A flag with no value means ``true``.
+    """
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or len(arg) == 2:
+            raise UserError(f"unexpected argument {arg!r}: overrides look like --key value or --key=value")
+        key, eq, value = arg[2:].partition("=")
+        key = key.replace("-", "_") if key.replace("-", "_") in Config.model_fields else key
+        if not eq:
+            if i + 1 < len(args) and not args[i + 1].startswith("--"):
+                value = args[i + 1]
+                i += 1
+            else:
+                value = "true"
+        out[key] = _parse_scalar(value)
+        i += 1
+    return out
+
+
+def _parse_scalar(value: str) -> Any:
+    try:
+        return yaml.safe_load(value) if value != "" else ""
+    except yaml.YAMLError:
+        return value
+
+
+def _apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> set[KeyPath]:
+    paths: set[KeyPath] = set()
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        target = data
+        for part in parts[:-1]:
+            nxt = target.get(part)
+            if not isinstance(nxt, dict):
+                nxt = {}
+                target[part] = nxt
+            target = nxt
+        target[parts[-1]] = value
+        paths.add(tuple(parts))
+    return paths
+
+
+def _check_names(
+    data: Any,
+    model: type[BaseModel],
+    prefix: KeyPath,
+    where: Any,
+    problems: list[str],
+    warnings: list[str],
+) -> None:
+    if not isinstance(data, dict):
+        return
+    known = _field_names(model)
+    axolotl_known = _axolotl_names(model)
+    for key in list(data):
+        path = (*prefix, key)
+        if not isinstance(key, str):
+            problems.append(f"{where(path)}: key {key!r} must be a string")
+            continue
+        if key in known:
+            annotation = model.model_fields[_canonical(model, key)].annotation
+            _check_nested(data[key], annotation, path, where, problems, warnings)
+            continue
+        if key in axolotl_known:
+            value = data.pop(key)
+            if value not in (None, False, "", [], {}):
+                warnings.append(
+                    f"{where(path)}: {_dotted(path)} is an Axolotl option mudpuppy does not implement yet; ignored"
+                )
+            continue
+        suggestion = difflib.get_close_matches(key, sorted(known | axolotl_known), n=1, cutoff=0.6)
+        hint = f" (did you mean {suggestion[0]!r}?)" if suggestion else ""
+        problems.append(f"{where(path)}: unknown key {_dotted(path)!r}{hint}")
+
+
+def _check_nested(
+    value: Any, annotation: Any, path: KeyPath, where: Any, problems: list[str], warnings: list[str]
+) -> None:
+    if isinstance(value, dict):
+        model = _model_in(annotation, list_item=False)
+        if model is not None:
+            _check_names(value, model, path, where, problems, warnings)
+    elif isinstance(value, list):
+        model = _model_in(annotation, list_item=True)
+        if model is not None:
+            for index, item in enumerate(value):
+                _check_names(item, model, (*path, index), where, problems, warnings)
+
+
+def _model_in(annotation: Any, *, list_item: bool) -> type[BaseModel] | None:
+    """The section model a dict (or a list's items) must follow, found inside Optional/Union/list[...]."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            found = _model_in(arg, list_item=list_item)
+            if found is not None:
+                return found
+        return None
+    if list_item:
+        if origin is list:
+            (item,) = typing.get_args(annotation) or (None,)
+            return _model_in(item, list_item=False)
+        return None
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def _field_names(model: type[BaseModel]) -> set[str]:
+    names = set(model.model_fields)
+    names.update(f.alias for f in model.model_fields.values() if f.alias)
+    return names
+
+
+def _canonical(model: type[BaseModel], key: str) -> str:
+    if key in model.model_fields:
+        return key
+    for name, info in model.model_fields.items():
+        if info.alias == key:
+            return name
+    return key
+
+
+def _axolotl_names(model: type[BaseModel]) -> frozenset[str]:
+    if model is Config:
+        return axolotl_keys.TOP_LEVEL - _field_names(Config)
+    if model is DatasetConfig:
+        return axolotl_keys.DATASET - _field_names(DatasetConfig)
+    return frozenset()
+
+
+def _describe(err: Any, where: Any) -> str:
+    path: KeyPath = tuple(p for p in err["loc"] if not (isinstance(p, str) and _is_union_tag(p)))
+    message = err["msg"]
+    if err["type"] == "missing":
+        message = "required key is missing"
+    elif "input" in err and err["type"] not in ("missing",):
+        shown = repr(err["input"])
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        message = f"{message} (got {shown})"
+    return f"{where(path)}: {_dotted(path)}: {message}"
+
+
+def _is_union_tag(part: str) -> bool:
+    """pydantic inserts the tried union member ('str', 'UserDefinedFormat', 'list[str]') into error paths."""
+    return part[:1].isupper() or part in {"str", "int", "float", "bool"} or "[" in part or part.startswith("literal")
+
+
+def _dotted(path: KeyPath) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<config>"

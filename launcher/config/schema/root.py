@@ -1,0 +1,39 @@
+"""``Config``: every area's section merged into Axolotl's flat key space, plus ``launch:``."""
+
+from __future__ import annotations
+
+from mudpuppy.launcher.config.schema.adapter import AdapterSection
+from mudpuppy.launcher.config.schema.datasets import DataSection
+from mudpuppy.launcher.config.schema.distributed import DistributedSection
+from mudpuppy.launcher.config.schema.kernels import KernelSection
+from mudpuppy.launcher.config.schema.launch import LaunchSection
+from mudpuppy.launcher.config.schema.logging import LoggingSection
+from mudpuppy.launcher.config.schema.model import ModelSection
+from mudpuppy.launcher.config.schema.rl import RLSection
+from mudpuppy.launcher.config.schema.training import TrainingSection
+from pydantic import Field
+
+
+class Config(
+    ModelSection,
+    DataSection,
+    AdapterSection,
+    TrainingSection,
+    DistributedSection,
+    LoggingSection,
+    RLSection,
+    KernelSection,
+):
+    """A whole run: an Axolotl config plus the ``launch:`` section."""
+
+    launch: LaunchSection = Field(default_factory=LaunchSection)
+
+    def precision(self) -> str:
+        """'bf16', 'fp16' or 'fp32' as asked; 'auto' is resolved by the runtime against the device."""
+        if self.bf16 is True or self.bfloat16:
+            return "bf16"
+        if self.fp16 or self.float16:
+            return "fp16"
+        if self.bf16 == "auto":
+            return "auto"
+        return "fp32"

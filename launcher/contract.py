@@ -1,0 +1,29 @@
+"""Where the launcher, the backends and the runtime meet: exit codes, mudpuppy's own environment variables
+and the bundle layout. Defined once here; the runtime imports this module (it is light), backends too.
+
+Exit codes
+    0              the run finished; outputs are complete.
+    EXIT_USER_ERROR (2)  bad config/data; retrying cannot help, so backends never retry it.
+    EXIT_REQUEUE (75)    preempted: a checkpoint was saved; run the same bundle again and it resumes.
+                         75 is EX_TEMPFAIL from sysexits.h ("try again later"), chosen because 137/143 mean
+                         "killed" and cannot tell a clean save from a lost machine.
+    anything else  a crash (a bug or a lost machine); backends may retry it within ``launch.retries``.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_USER_ERROR = 2
+EXIT_REQUEUE = 75
+
+# Set by every backend for the runtime (plain values only; secrets are never passed through these).
+ENV_RUN_ID = "MUDPUPPY_RUN_ID"
+ENV_ATTEMPT = "MUDPUPPY_ATTEMPT"
+ENV_VOLUME = "MUDPUPPY_VOLUME"
+ENV_BUNDLE = "MUDPUPPY_BUNDLE"
+
+# Bundle layout (a tarball; paths inside it).
+BUNDLE_CONFIG = "config.yml"
+BUNDLE_IMAGE = "image.json"
+BUNDLE_DATA_DIR = "files"
+BUNDLE_WHEEL_DIR = "wheels"

@@ -1,0 +1,1 @@
+"""Checkpoint validity (manifests), atomic writes, and (issue 7) volume sync."""

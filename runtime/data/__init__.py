@@ -1,0 +1,1 @@
+"""Datasets: loading, prompt strategies, chat templates, packing; ``prepare_datasets(cfg, tokenizer)``."""

@@ -1,0 +1,1 @@
+"""Package data: chat templates, sbatch/SkyPilot/Dockerfile templates, DeepSpeed JSONs, example configs."""

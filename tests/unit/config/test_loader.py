@@ -1,0 +1,216 @@
+"""Config loading: names, types, conflicts, overrides, URLs — each error path as one line with file:line."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from pathlib import Path
+
+import pytest
+
+from mudpuppy.launcher.config import load_config, load_config_text, parse_override_args
+from mudpuppy.launcher.errors import ConfigError, UserError
+
+BASE = """\
+base_model: examples/tiny-llama
+learning_rate: 2e-4
+datasets:
+  - path: data.jsonl
+    type: alpaca
+"""
+
+
+def problems(text: str, **overrides: object) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config_text(text, "cfg.yml", overrides=dict(overrides))
+    return info.value.lines()
+
+
+def test_minimal_config_gets_axolotl_defaults() -> None:
+    cfg = load_config_text(BASE).config
+    assert cfg.learning_rate == pytest.approx(2e-4)  # YAML 1.1 reads 2e-4 as a string; the schema types it
+    assert cfg.sequence_len == 512
+    assert cfg.micro_batch_size == 1
+    assert cfg.gradient_accumulation_steps == 1
+    assert cfg.num_epochs == 1.0
+    assert cfg.optimizer == "adamw_torch_fused"
+    assert cfg.lr_scheduler == "cosine"
+    assert cfg.output_dir == "./model-out"
+    assert cfg.bf16 == "auto"
+    assert cfg.train_on_inputs is False
+    assert cfg.val_set_size == 0.0
+    assert cfg.launch.backend == "local"
+    assert cfg.datasets is not None and cfg.datasets[0].type == "alpaca"
+
+
+def test_unknown_top_level_key_names_line_and_suggests() -> None:
+    text = BASE + "adapter: lora\nlora_r: 8\nlora_alpah: 16\n"
+    assert problems(text) == ["cfg.yml:8: unknown key 'lora_alpah' (did you mean 'lora_alpha'?)"]
+
+
+def test_unknown_dataset_key_names_its_index_and_line() -> None:
+    text = BASE.replace("    type: alpaca\n", "    type: alpaca\n    feild_messages: conversations\n")
+    assert problems(text) == [
+        "cfg.yml:6: unknown key 'datasets[0].feild_messages' (did you mean 'field_messages'?)"
+    ]
+
+
+def test_unknown_key_far_from_everything_has_no_suggestion() -> None:
+    assert problems(BASE + "zzqqxx: 1\n") == ["cfg.yml:6: unknown key 'zzqqxx'"]
+
+
+def test_all_unknown_keys_are_reported_together() -> None:
+    lines = problems(BASE + "lora_alpah: 1\nmicro_batchsize: 2\n")
+    assert len(lines) == 2
+    assert "micro_batch_size" in lines[1]
+
+
+def test_known_but_unsupported_axolotl_key_warns_once_and_loads() -> None:
+    loaded = load_config_text(BASE + "xformers_attention: true\nuse_comet: false\ngradio_title:\n", "cfg.yml")
+    assert loaded.warnings == [
+        "cfg.yml:6: xformers_attention is an Axolotl option mudpuppy does not implement yet; ignored"
+    ]
+
+
+def test_wrong_type_names_key_line_and_value() -> None:
+    (line,) = problems(BASE + "micro_batch_size: lots\n")
+    assert line.startswith("cfg.yml:6: micro_batch_size: ")
+    assert "'lots'" in line
+
+
+def test_wrong_type_in_nested_launch_section() -> None:
+    (line,) = problems(BASE + "launch:\n  nodes: two\n")
+    assert line.startswith("cfg.yml:7: launch.nodes:")
+
+
+def test_missing_required_key() -> None:
+    (line,) = problems("learning_rate: 1e-4\ndatasets:\n  - path: a.jsonl\n    type: alpaca\n")
+    assert line == "cfg.yml: base_model: required key is missing"
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "needle"),
+    [
+        ("warmup_steps: 10\nwarmup_ratio: 0.1\n", "warmup_ratio", "mutually exclusive"),
+        ("val_set_size: 0.1\ntest_datasets:\n  - path: t.jsonl\n    type: alpaca\n", "val_set_size", "test_datasets"),
+        ("load_in_4bit: true\n", "load_in_4bit", "needs an adapter"),
+        ("adapter: qlora\nlora_r: 8\n", "adapter", "qlora needs load_in_4bit"),
+        ("adapter: lora\n", "adapter", "needs lora_r"),
+        ("bf16: true\nfp16: true\n", "fp16", "mutually exclusive"),
+        ("eval_steps: 5\nevals_per_epoch: 2\nval_set_size: 0.1\n", "evals_per_epoch", "mutually exclusive"),
+        ("save_steps: 5\nsaves_per_epoch: 2\n", "saves_per_epoch", "mutually exclusive"),
+        ("eval_steps: 5\n", "eval_steps", "val_set_size"),
+        ("flash_attention: true\nsdp_attention: true\n", "sdp_attention", "one attention"),
+        ("deepspeed: zero2\nfsdp_version: 2\nfsdp_config: {}\n", "deepspeed", "cannot be used together"),
+        ("rl: dpo\nsample_packing: true\n", "sample_packing", "rl: dpo"),
+        ("dataset_shard_idx: 1\n", "dataset_shard_idx", "dataset_shard_num"),
+    ],
+)
+def test_conflicting_options_name_the_key_and_line(extra: str, key: str, needle: str) -> None:
+    lines = problems(BASE + extra)
+    assert len(lines) == 1, lines
+    line_no = 1 + (BASE + extra).splitlines().index(next(l for l in (BASE + extra).splitlines() if l.startswith(key + ":")))
+    assert lines[0].startswith(f"cfg.yml:{line_no}: {key}: "), lines
+    assert needle in lines[0]
+
+
+def test_no_datasets_is_an_error() -> None:
+    (line,) = problems("base_model: m\nlearning_rate: 1e-4\n")
+    assert "datasets" in line and "required" in line
+
+
+def test_bad_gpu_spec_and_secret_value() -> None:
+    (line,) = problems(BASE + "launch:\n  gpus: 'H100:x'\n")
+    assert line.startswith("cfg.yml:7: launch.gpus:") and "KIND:COUNT" in line
+    (line,) = problems(BASE + "launch:\n  secrets: ['hf_abc123-secret']\n")
+    assert "environment variable name" in line
+
+
+def test_overrides_are_typed_by_the_schema_and_named_as_flags() -> None:
+    overrides = parse_override_args(
+        ["--learning_rate", "1e-4", "--micro_batch_size=4", "--sample_packing", "--launch.gpus", "H100:8"]
+    )
+    cfg = load_config_text(BASE, overrides=overrides).config
+    assert cfg.learning_rate == pytest.approx(1e-4)
+    assert cfg.micro_batch_size == 4
+    assert cfg.sample_packing is True
+    assert cfg.launch.gpu_kind_and_count() == ("H100", 8)
+    (line,) = problems(BASE, micro_batch_size="many")
+    assert line.startswith("--micro_batch_size: micro_batch_size:")
+    (line,) = problems(BASE, lerning_rate=1)
+    assert line == "--lerning_rate: unknown key 'lerning_rate' (did you mean 'learning_rate'?)"
+
+
+def test_override_parser_rejects_positional_garbage() -> None:
+    with pytest.raises(UserError, match="--key value"):
+        parse_override_args(["oops"])
+
+
+def test_custom_type_mapping_is_a_section() -> None:
+    text = BASE.replace(
+        "    type: alpaca\n",
+        "    type:\n      field_instruction: q\n      field_output: a\n      format: '[INST] {instruction} [/INST]'\n",
+    )
+    ds = load_config_text(text).config.datasets[0]  # type: ignore[index]
+    assert not isinstance(ds.type, str) and ds.type is not None
+    assert ds.type.field_instruction == "q"
+    bad = text.replace("field_output: a", "field_outptu: a")
+    (line,) = problems(bad)
+    assert line == "cfg.yml:7: unknown key 'datasets[0].type.field_outptu' (did you mean 'field_output'?)"
+
+
+def test_invalid_yaml_is_one_line_with_line_number(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yml"
+    path.write_text("base_model: x\ndatasets: [\n  - a\n")
+    with pytest.raises(UserError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}:")
+    assert "invalid YAML" in str(info.value)
+
+
+def test_missing_file_and_directory(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="does not exist"):
+        load_config(tmp_path / "nope.yml")
+    with pytest.raises(UserError, match="is a directory"):
+        load_config(tmp_path)
+
+
+def test_empty_and_non_mapping_documents() -> None:
+    with pytest.raises(UserError, match="is empty"):
+        load_config_text("", "cfg.yml")
+    with pytest.raises(UserError, match="top level must be a mapping"):
+        load_config_text("- a\n- b\n", "cfg.yml")
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 (http.server API)
+        if self.path == "/cfg.yml":
+            body = BASE.encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        else:
+            self.send_error(404, "Not Found")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_config_from_url_and_http_errors() -> None:
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        loaded = load_config(f"{url}/cfg.yml")
+        assert loaded.config.base_model == "examples/tiny-llama"
+        with pytest.raises(UserError, match="HTTP 404"):
+            load_config(f"{url}/missing.yml")
+    finally:
+        server.shutdown()
+
+
+def test_unreachable_url_is_one_line() -> None:
+    with pytest.raises(UserError, match="cannot fetch config"):
+        load_config("http://127.0.0.1:9/cfg.yml")
