@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 import click
+
 from mudpuppy import __version__
 from mudpuppy.launcher.errors import ConfigError, UserError
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import click
+
 from mudpuppy.launcher.cli.options import OVERRIDE_CONTEXT, config_argument, load_with_overrides
 
 

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import click
+
 from mudpuppy.launcher.errors import UserError
 
 # name -> folder under mudpuppy/templates

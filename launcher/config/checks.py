@@ -46,6 +46,8 @@ def _conflicts(cfg: Config) -> Iterator[Problem]:
             yield ("load_in_8bit",), "qlora loads in 4-bit: use load_in_4bit: true (or adapter: lora for 8-bit)"
         elif not cfg.load_in_4bit:
             yield ("adapter",), "qlora needs load_in_4bit: true"
+    if cfg.load_in_4bit and cfg.adapter == "lora":
+        yield ("load_in_4bit",), "a LoRA on 4-bit weights is a QLoRA: set adapter: qlora (or drop load_in_4bit)"
     if cfg.load_in_4bit and cfg.load_in_8bit:
         yield ("load_in_8bit",), "load_in_4bit and load_in_8bit are mutually exclusive"
     if cfg.adapter and not cfg.lora_r:

@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel, ValidationError
+
 from mudpuppy.launcher.config import axolotl_keys
 from mudpuppy.launcher.config.checks import find_conflicts
 from mudpuppy.launcher.config.schema import Config
 from mudpuppy.launcher.config.schema.datasets import DatasetConfig
 from mudpuppy.launcher.config.source import ConfigSource, KeyPath, parse_yaml, read_source
 from mudpuppy.launcher.errors import ConfigError, UserError
-from pydantic import BaseModel, ValidationError
 
 
 @dataclass

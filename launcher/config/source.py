@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from mudpuppy.launcher.errors import UserError
 
 KeyPath = tuple[str | int, ...]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from mudpuppy.launcher.config.schema.base import Section
 from pydantic import Field
+
+from mudpuppy.launcher.config.schema.base import Section
 
 
 class LoftQConfig(Section):

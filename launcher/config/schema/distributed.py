@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from mudpuppy.launcher.config.schema.base import Section
 from pydantic import Field
+
+from mudpuppy.launcher.config.schema.base import Section
 
 
 class DistributedSection(Section):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from mudpuppy.launcher.config.schema.base import Section
 from pydantic import Field, field_validator
+
+from mudpuppy.launcher.config.schema.base import Section
 
 BackendName = Literal["local", "ssh", "slurm", "ray", "skypilot", "modal"]
 _GPU_SPEC = re.compile(r"^(?:(?P<kind>[A-Za-z][A-Za-z0-9_.-]*)(?::(?P<count>\d+))?|(?P<bare>\d+))$")

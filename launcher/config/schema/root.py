@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from mudpuppy.launcher.config.schema.adapter import AdapterSection
 from mudpuppy.launcher.config.schema.datasets import DataSection
 from mudpuppy.launcher.config.schema.distributed import DistributedSection
@@ -11,7 +13,6 @@ from mudpuppy.launcher.config.schema.logging import LoggingSection
 from mudpuppy.launcher.config.schema.model import ModelSection
 from mudpuppy.launcher.config.schema.rl import RLSection
 from mudpuppy.launcher.config.schema.training import TrainingSection
-from pydantic import Field
 
 
 class Config(

@@ -94,6 +94,8 @@ def test_missing_required_key() -> None:
         ("warmup_steps: 10\nwarmup_ratio: 0.1\n", "warmup_ratio", "mutually exclusive"),
         ("val_set_size: 0.1\ntest_datasets:\n  - path: t.jsonl\n    type: alpaca\n", "val_set_size", "test_datasets"),
         ("load_in_4bit: true\n", "load_in_4bit", "needs an adapter"),
+        ("adapter: lora\nlora_r: 8\nload_in_4bit: true\n", "load_in_4bit", "set adapter: qlora"),
+        ("adapter: qlora\nlora_r: 8\nload_in_8bit: true\n", "load_in_8bit", "qlora loads in 4-bit"),
         ("adapter: qlora\nlora_r: 8\n", "adapter", "qlora needs load_in_4bit"),
         ("adapter: lora\n", "adapter", "needs lora_r"),
         ("bf16: true\nfp16: true\n", "fp16", "mutually exclusive"),
