@@ -31,9 +31,11 @@ test: venv lint
 unit: venv
 	$(PY) -m pytest -q tests/unit
 
+# mypy needs the package under its real name; the repo root is `mudpuppy`, so type-check through a link.
 lint: venv
 	$(VENV)/bin/ruff check launcher backends
-	$(VENV)/bin/mypy launcher backends
+	mkdir -p $(VENV)/typecheck && ln -sfn ../.. $(VENV)/typecheck/mudpuppy
+	cd $(VENV)/typecheck && ../bin/mypy --config-file ../../pyproject.toml -p mudpuppy.launcher -p mudpuppy.backends
 
 clean:
 	rm -rf $(VENV) .demo build dist *.egg-info

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tomllib
@@ -21,11 +22,13 @@ def declared_packages() -> set[str]:
 
 def test_every_subpackage_is_declared_in_pyproject() -> None:
     found = {"mudpuppy", "mudpuppy.templates"}
-    for init in ROOT.rglob("__init__.py"):
-        rel = init.parent.relative_to(ROOT)
-        if not rel.parts or rel.parts[0] in NOT_PACKAGED or rel.parts[0].startswith("."):
+    for folder, dirs, files in os.walk(ROOT):
+        rel = Path(folder).relative_to(ROOT)
+        if rel.parts and (rel.parts[0] in NOT_PACKAGED or rel.parts[0].startswith(".")):
+            dirs.clear()
             continue
-        found.add(".".join(("mudpuppy", *rel.parts)))
+        if rel.parts and "__init__.py" in files:
+            found.add(".".join(("mudpuppy", *rel.parts)))
     assert found == declared_packages()
 
 
