@@ -18,7 +18,7 @@ EXIT_REQUEUE = 75
 
 # Set by every backend for the runtime (plain values only; secrets are never passed through these).
 ENV_RUN_ID = "MUDPUPPY_RUN_ID"
-ENV_ATTEMPT = "MUDPUPPY_ATTEMPT"
+ENV_ATTEMPT = "MUDPUPPY_ATTEMPT"  # 0 on the first run, +1 per restart (like SLURM_RESTART_COUNT)
 ENV_VOLUME = "MUDPUPPY_VOLUME"
 ENV_BUNDLE = "MUDPUPPY_BUNDLE"
 
@@ -27,3 +27,6 @@ BUNDLE_CONFIG = "config.yml"
 BUNDLE_IMAGE = "image.json"
 BUNDLE_DATA_DIR = "files"
 BUNDLE_WHEEL_DIR = "wheels"
+BUNDLE_SUFFIX = ".tar.gz"
+# Where a backend wants relative config paths (data links, outputs) to resolve; default: the current directory.
+ENV_WORKDIR = "MUDPUPPY_WORKDIR"

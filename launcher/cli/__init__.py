@@ -18,7 +18,20 @@ from mudpuppy.launcher.errors import ConfigError, UserError
 # name -> (module under mudpuppy.launcher.cli, attribute, one-line help shown by `mudpuppy --help`)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "config": ("config_cmd", "config", "Show, validate or export the schema of a config."),
+    "launch": ("launch_cmd", "launch", "Run a config on a backend (local, ssh, slurm...); --dry-run prints the plan."),
+    "runs": ("runs_cmd", "runs", "List runs from the run registry."),
+    "status": ("status_cmd", "status", "Show the state of a run."),
+    "logs": ("logs_cmd", "logs", "Print (or follow with -f) the output of a run."),
+    "cancel": ("cancel_cmd", "cancel", "Cancel a run."),
+    "backends": ("backends_cmd", "backends", "Show what each backend can do."),
+    "image": ("image_cmd", "image", "Render the runtime image (Dockerfile) from a config's image spec."),
     "fetch": ("fetch_cmd", "fetch", "Copy the bundled example configs (and tiny model) into a folder."),
+    "preprocess": ("preprocess_cmd", "preprocess", "Tokenize and cache a config's datasets; summary, --debug, --dump."),
+    "train": ("train_cmd", "train", "Fine-tune here from a config or bundle (--key value overrides)."),
+    "merge-lora": ("merge_lora_cmd", "merge_lora", "Merge a trained LoRA adapter into its base model (OUT/merged)."),
+    "merge-sharded-fsdp-weights": ("merge_sharded_cmd", "merge_sharded", "Merge sharded FSDP shards into safetensors."),
+    "inference": ("inference_cmd", "inference", "Generate from a trained model with the training prompt format."),
+    "evaluate": ("evaluate_cmd", "evaluate", "Compute the eval loss of a trained model on the config's eval data."),
 }
 
 

@@ -10,7 +10,7 @@ import click
 from mudpuppy.launcher.errors import UserError
 
 # name -> folder under mudpuppy/templates
-FETCHABLE = {"examples": "examples"}
+FETCHABLE = {"examples": "examples", "deepspeed_configs": "deepspeed"}
 
 
 def templates_dir() -> Path:

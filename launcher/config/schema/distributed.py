@@ -20,6 +20,9 @@ class DistributedSection(Section):
     context_parallel_size: int | None = Field(None, ge=1)
     sequence_parallel_degree: int | None = Field(None, ge=1)
     heads_k_stride: int | None = Field(None, ge=1)
+    ring_attn_func: str | None = Field(
+        None, description="Context-parallel exchange: allgather (default), ulysses, or Axolotl's ring names."
+    )
     dp_shard_size: int | None = Field(None, ge=1)
     ddp_timeout: int | None = None
     ddp_bucket_cap_mb: int | None = None

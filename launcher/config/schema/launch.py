@@ -75,6 +75,64 @@ class SlurmOptions(Section):
     master_port: int = Field(29500, ge=1, le=65535)
 
 
+class RayOptions(Section):
+    """``launch.ray``: a Ray Jobs submission whose driver runs Ray Train's ``TorchTrainer`` over the bundle."""
+
+    address: str | None = Field(None, description="Ray dashboard URL; default: $RAY_ADDRESS, else http://127.0.0.1:8265.")
+    num_workers: int | None = Field(None, ge=1, description="Training workers; default: nodes x GPUs per node (or 1).")
+    use_gpu: bool | None = Field(None, description="One GPU per worker; default: on when launch.gpus is set.")
+    resources_per_worker: dict[str, float] = Field(
+        default_factory=dict, description="Ray resources each worker reserves, e.g. {CPU: 8, GPU: 1}."
+    )
+    storage_path: str | None = Field(
+        None, description="Where Ray Train persists checkpoints (shared path or s3://); default: launch.volume."
+    )
+    workdir: str = Field("/tmp/mudpuppy-ray", description="Per-node scratch folder for the run's outputs.")
+    ship_source: bool = Field(True, description="Send mudpuppy's source with the job (off: the cluster has it).")
+    pip: bool = Field(False, description="Install the image's pinned packages through runtime_env pip (slow).")
+    backend: Literal["gloo", "nccl"] | None = Field(None, description="torch.distributed backend; default by device.")
+
+
+class SkyPilotOptions(Section):
+    """``launch.skypilot``: a SkyPilot task (managed job when ``launch.spot``), rendered to YAML."""
+
+    cloud: str | None = Field(None, description="aws, gcp, azure, lambda, runpod, kubernetes, ...; default: any.")
+    region: str | None = None
+    zone: str | None = None
+    image_id: str | None = Field(None, description="VM or docker image (docker:IMAGE) for the nodes.")
+    disk_size: int | None = Field(None, ge=10, description="OS disk in GB.")
+    managed: bool | None = Field(None, description="Use `sky jobs launch` (recovers from preemption); default: spot.")
+    spot_fallback: bool = Field(True, description="With spot, fall back to on-demand (any_of) when none is free.")
+    cluster: str | None = Field(None, description="Cluster name for unmanaged launches; default: mudpuppy-RUN.")
+    bucket: str | None = Field(
+        None, description="Bucket (s3://b/prefix, gs://...) mounted MOUNT_CACHED at /checkpoints for the outputs."
+    )
+    recovery_strategy: Literal["EAGER_NEXT_REGION", "FAILOVER"] = "EAGER_NEXT_REGION"
+    max_restarts_on_errors: int | None = Field(None, ge=0, description="Managed-job restarts; default: retries.")
+    idle_minutes_to_autostop: int | None = Field(None, ge=0)
+    python: str | None = Field(
+        None, description="Interpreter of the environment SkyPilot is installed in; default: $MUDPUPPY_SKYPILOT_PYTHON "
+        "or the one behind `sky` on PATH."
+    )
+    nproc_per_node: int | None = Field(None, ge=1)
+    master_port: int = Field(29500, ge=1, le=65535)
+
+
+class ModalOptions(Section):
+    """``launch.modal``: a Modal function (clustered when ``launch.nodes > 1``) with a Volume for outputs."""
+
+    app_name: str = Field("mudpuppy", description="Modal App name; runs appear under it in the dashboard.")
+    volume: str = Field("mudpuppy-runs", description="Modal Volume for checkpoints and outputs (created if missing).")
+    timeout: int = Field(24 * 3600, ge=10, le=24 * 3600, description="Seconds per attempt (Modal's maximum is 24h).")
+    environment: str | None = Field(None, description="Modal environment; default: the profile's.")
+    region: str | None = None
+    cloud: str | None = None
+    nonpreemptible: bool = Field(False, description="Ask Modal for non-preemptible capacity (costs more).")
+    rdma: bool = Field(False, description="RDMA networking between nodes of a clustered run.")
+    nproc_per_node: int | None = Field(None, ge=1)
+    master_port: int = Field(29500, ge=1, le=65535)
+
+
 class LaunchSection(Section):
     backend: BackendName = "local"
     name: str | None = Field(None, description="Run name shown by `mudpuppy runs`.")
@@ -95,6 +153,9 @@ class LaunchSection(Section):
     local: LocalOptions = Field(default_factory=LocalOptions)
     ssh: SSHOptions = Field(default_factory=SSHOptions)
     slurm: SlurmOptions = Field(default_factory=SlurmOptions)
+    ray: RayOptions = Field(default_factory=RayOptions)
+    skypilot: SkyPilotOptions = Field(default_factory=SkyPilotOptions)
+    modal: ModalOptions = Field(default_factory=ModalOptions)
     entrypoint: str = Field(
         "mudpuppy.runtime", description="Python module each process runs with the bundle (tests swap it)."
     )
@@ -107,6 +168,15 @@ class LaunchSection(Section):
     def _check_gpus(cls, value: str | None) -> str | None:
         if value is not None:
             parse_gpus(str(value))
+        return value
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_scalars_as_text(cls, value: Any) -> Any:
+        """``OMP_NUM_THREADS: 4`` means the text "4": environment values are strings."""
+        if isinstance(value, dict):
+            return {k: (str(v).lower() if isinstance(v, bool) else str(v)) if isinstance(v, int | float) else v
+                    for k, v in value.items()}
         return value
 
     @field_validator("secrets")

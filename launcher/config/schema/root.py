@@ -29,6 +29,17 @@ class Config(
 
     launch: LaunchSection = Field(default_factory=LaunchSection)
 
+    def resolved_model_type(self) -> str:
+        """Reward models get a classification head unless the config names a class, as in Axolotl."""
+        if self.model_type or self.type_of_model or not (self.reward_model or self.process_reward_model):
+            return super().resolved_model_type()
+        return "AutoModelForSequenceClassification" if self.reward_model else "AutoModelForTokenClassification"
+
+    def resolved_num_labels(self) -> int | None:
+        if self.num_labels is not None:
+            return self.num_labels
+        return 1 if self.reward_model else (2 if self.process_reward_model else None)
+
     def precision(self) -> str:
         """'bf16', 'fp16' or 'fp32' as asked; 'auto' is resolved by the runtime against the device."""
         if self.bf16 is True or self.bfloat16:

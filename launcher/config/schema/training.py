@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from mudpuppy.launcher.config.schema.base import Section
 
@@ -71,3 +71,9 @@ class TrainingSection(Section):
     dataloader_drop_last: bool | None = None
     remove_unused_columns: bool | None = None
     strict: bool | None = False
+
+    @field_validator("save_strategy", "eval_strategy", "evaluation_strategy", mode="before")
+    @classmethod
+    def _yaml_no_means_no(cls, value: Any) -> Any:
+        """YAML 1.1 reads an unquoted ``no`` as false; ``save_strategy: no`` means the strategy "no"."""
+        return "no" if value is False else value

@@ -116,6 +116,21 @@ def test_conflicting_options_name_the_key_and_line(extra: str, key: str, needle:
     assert needle in lines[0]
 
 
+def test_reward_model_defaults_follow_axolotl() -> None:
+    cfg = load_config_text(BASE + "reward_model: true\n").config
+    assert (cfg.resolved_model_type(), cfg.resolved_num_labels()) == ("AutoModelForSequenceClassification", 1)
+    cfg = load_config_text(BASE + "process_reward_model: true\n").config
+    assert (cfg.resolved_model_type(), cfg.resolved_num_labels()) == ("AutoModelForTokenClassification", 2)
+    cfg = load_config_text(BASE + "reward_model: true\nmodel_type: MyHead\nnum_labels: 3\n").config
+    assert (cfg.resolved_model_type(), cfg.resolved_num_labels()) == ("MyHead", 3)
+    assert load_config_text(BASE).config.resolved_model_type() == "AutoModelForCausalLM"
+
+
+def test_unquoted_no_strategy_means_no() -> None:
+    cfg = load_config_text(BASE + "save_strategy: no\neval_strategy: no\n").config
+    assert (cfg.save_strategy, cfg.eval_strategy) == ("no", "no")
+
+
 def test_no_datasets_is_an_error() -> None:
     (line,) = problems("base_model: m\nlearning_rate: 1e-4\n")
     assert "datasets" in line and "required" in line

@@ -1,0 +1,310 @@
+"""``skypilot``: a SkyPilot task per run; ``launch.spot`` (or ``launch.skypilot.managed``) makes it a managed job.
+
+The task is rendered here as plain data (``render_task``: pure, golden-tested) and printed as YAML by
+``--dry-run`` without SkyPilot installed. Submission and everything after it go through
+``skypilot_driver.py``, a stdlib + ``sky`` script run by the interpreter of the environment SkyPilot lives in:
+SkyPilot pins ``click<8.2`` while current huggingface-hub needs a newer click, so SkyPilot cannot share the
+training environment and is driven from its own (``launch.skypilot.python``, ``$MUDPUPPY_SKYPILOT_PYTHON``, or
+the interpreter behind ``sky`` on PATH).
+
+Recovery: managed jobs get ``job_recovery`` with ``recover_on_exit_codes: [75]`` (the runtime's "preempted,
+checkpoint saved" code) and ``max_restarts_on_errors``; outputs and checkpoints live in ``MOUNT_CACHED`` bucket
+storage at ``/checkpoints`` so a recovered job on a fresh VM resumes from them. With ``launch.spot`` the
+resources are ``any_of`` spot and on-demand (spot listed first; SkyPilot's optimizer picks the cheapest one
+available, so on-demand is used only when no spot capacity is found), unless ``spot_fallback`` is off.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from mudpuppy import __version__
+from mudpuppy.backends.base import Backend, Capabilities, Handle, Plan, RunStatus, State
+from mudpuppy.backends.command import job_env, node_command, nproc_per_node
+from mudpuppy.launcher.bundle import Bundle
+from mudpuppy.launcher.config.schema.launch import LaunchSection
+from mudpuppy.launcher.contract import EXIT_REQUEUE
+from mudpuppy.launcher.errors import UserError
+from mudpuppy.launcher.image import venv_setup_script
+
+DRIVER = Path(__file__).with_name("skypilot_driver.py")
+REMOTE_ROOT = "~/mudpuppy"
+BUNDLE_MOUNT = "/mudpuppy/bundles"
+CHECKPOINT_MOUNT = "/checkpoints"
+# SkyPilot's cloud names (sky check); validated here so a typo fails before anything is created.
+CLOUDS = ("aws", "azure", "cudo", "do", "fluidstack", "gcp", "hyperbolic", "ibm", "kubernetes", "lambda", "mithril",
+          "nebius", "oci", "paperspace", "primeintellect", "runpod", "scp", "seeweb", "shadeform", "slurm", "ssh",
+          "vast", "verda", "vsphere", "yotta")  # SkyPilot 0.14's registry; a test keeps this list honest
+
+# SkyPilot managed-job and cluster-job states -> ours.
+STATES = {
+    "PENDING": State.PENDING, "SUBMITTED": State.PENDING, "STARTING": State.PENDING, "INIT": State.PENDING,
+    "SETTING_UP": State.PENDING, "RECOVERING": State.PENDING,
+    "RUNNING": State.RUNNING, "CANCELLING": State.RUNNING,
+    "SUCCEEDED": State.SUCCEEDED,
+    "CANCELLED": State.CANCELLED,
+    "FAILED": State.FAILED, "FAILED_SETUP": State.FAILED, "FAILED_PRECHECKS": State.FAILED,
+    "FAILED_NO_RESOURCE": State.FAILED, "FAILED_CONTROLLER": State.FAILED, "FAILED_DRIVER": State.FAILED,
+}
+
+
+def map_state(native: str) -> State:
+    return STATES.get(native.rsplit(".", 1)[-1].upper(), State.UNKNOWN)
+
+
+def is_managed(launch: LaunchSection) -> bool:
+    return launch.skypilot.managed if launch.skypilot.managed is not None else launch.spot
+
+
+def bucket(launch: LaunchSection) -> str | None:
+    """The checkpoint bucket: ``launch.skypilot.bucket``, else an object-store ``launch.volume``."""
+    if launch.skypilot.bucket:
+        return launch.skypilot.bucket.rstrip("/")
+    if launch.volume and launch.volume.split("://", 1)[0] in ("s3", "gs", "r2", "cos", "oci", "https"):
+        return launch.volume.rstrip("/")
+    return None
+
+
+def _memory(text: str) -> str:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(?:G|GB|Gi|GiB)?\s*(\+?)\s*", text, re.I)
+    if not m:
+        raise UserError(f"launch.memory {text!r}: SkyPilot wants gigabytes, like 64G")
+    return f"{m.group(1)}+"
+
+
+def _resources(launch: LaunchSection) -> dict[str, Any]:
+    opts = launch.skypilot
+    if opts.cloud and opts.cloud.lower() not in CLOUDS:
+        raise UserError(f"launch.skypilot.cloud {opts.cloud!r} is not a SkyPilot cloud",
+                        hint="one of " + ", ".join(CLOUDS))
+    kind, count = launch.gpu_kind_and_count()
+    if count and not kind:
+        raise UserError(f"launch.gpus {launch.gpus!r}: SkyPilot needs the GPU type", hint="e.g. H100:8 or A100-80GB:4")
+    res: dict[str, Any] = {}
+    if count:
+        res["accelerators"] = f"{kind}:{count}"
+    if opts.cloud:
+        res["cloud"] = opts.cloud.lower()
+    for key in ("region", "zone", "image_id", "disk_size"):
+        value = getattr(opts, key)
+        if value is not None:
+            res[key] = value
+    if launch.cpus:
+        res["cpus"] = f"{launch.cpus}+"
+    if launch.memory:
+        res["memory"] = _memory(launch.memory)
+    if launch.spot:
+        if opts.spot_fallback:
+            res["any_of"] = [{"use_spot": True}, {"use_spot": False}]
+        else:
+            res["use_spot"] = True
+    if is_managed(launch):
+        restarts = opts.max_restarts_on_errors if opts.max_restarts_on_errors is not None else launch.retries
+        res["job_recovery"] = {
+            "strategy": opts.recovery_strategy,
+            "max_restarts_on_errors": restarts,
+            "recover_on_exit_codes": [EXIT_REQUEUE],
+        }
+    return res
+
+
+def render_task(launch: LaunchSection, run_id: str, bundle: Bundle | None, *, bundle_name: str, bundle_path: str,
+                image: dict[str, Any], bundle_digest: str) -> dict[str, Any]:
+    """The SkyPilot task as YAML-ready data: pure (no clock, no network, no SkyPilot import)."""
+    del bundle
+    store = bucket(launch)
+    remote_bundle = f"{BUNDLE_MOUNT}/{bundle_name}"
+    workdir = f"{CHECKPOINT_MOUNT}/runs/{run_id}" if store else f"{REMOTE_ROOT}/runs/{run_id}"
+    venv = f"{REMOTE_ROOT}/venvs/{bundle_digest[:16]}"
+    opts = launch.skypilot
+    nproc = nproc_per_node(launch, opts.nproc_per_node)
+    command = node_command(
+        f"{venv}/bin/python", launch, remote_bundle, nnodes=launch.nodes, nproc=nproc,
+        node_rank="env:SKYPILOT_NODE_RANK", master_addr="HEAD", master_port=opts.master_port,
+    )
+    rendered = " ".join('--master-addr="$head"' if a == "--master-addr=HEAD" else _q(a) for a in command)
+    env = job_env(launch, run_id, workdir, remote_bundle)
+    task: dict[str, Any] = {
+        "name": f"{launch.name or 'mudpuppy'}-{run_id}",
+        "num_nodes": launch.nodes,
+        "resources": _resources(launch),
+        "envs": env,
+    }
+    if launch.secrets:
+        task["secrets"] = {name: None for name in sorted(set(launch.secrets))}  # values added at submit only
+    mounts: dict[str, Any] = {remote_bundle: bundle_path}
+    if store:
+        mounts[CHECKPOINT_MOUNT] = {"source": store, "mode": "MOUNT_CACHED"}
+    task["file_mounts"] = mounts
+    task["setup"] = (
+        f"# Generated by mudpuppy {__version__}: the runtime environment from the bundle's image spec\n"
+        "set -euo pipefail\n"
+        + venv_setup_script(image, _q(remote_bundle), _q(venv))
+    )
+    task["run"] = "\n".join([
+        f"# mudpuppy run {run_id}: one node_entry (torchrun) per node; rendezvous at the first node",
+        "set -uo pipefail",
+        'head=$(echo "$SKYPILOT_NODE_IPS" | head -n1)',
+        f"mkdir -p {_q(workdir)} && cd {_q(workdir)}",
+        'echo "[mudpuppy] node $SKYPILOT_NODE_RANK of $SKYPILOT_NUM_NODES (rendezvous $head)"',
+        rendered,
+    ]) + "\n"
+    if is_managed(launch) and not store:
+        task["run"] = ("# no bucket: a recovered job restarts from scratch (set launch.skypilot.bucket)\n"
+                       + task["run"])
+    return task
+
+
+def _q(value: str) -> str:
+    # '~/' must stay unquoted to expand on the node
+    if value.startswith("~/"):
+        return "~/" + shlex.quote(value[2:]) if value[2:] else "~/"
+    return shlex.quote(value)
+
+
+def to_yaml(task: dict[str, Any]) -> str:
+    import yaml
+
+    class _Literal(str):
+        pass
+
+    def literal(dumper: yaml.SafeDumper, data: _Literal) -> yaml.Node:
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|")
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    Dumper.add_representer(_Literal, literal)
+    data = dict(task)
+    for key in ("setup", "run"):
+        if key in data:
+            data[key] = _Literal(data[key])
+    return yaml.dump(data, Dumper=Dumper, sort_keys=False, default_flow_style=False, width=1000)
+
+
+def sky_python(launch: LaunchSection) -> str:
+    """The interpreter of the environment SkyPilot is installed in."""
+    explicit = launch.skypilot.python or os.environ.get("MUDPUPPY_SKYPILOT_PYTHON")
+    if explicit:
+        if not Path(explicit).expanduser().exists():
+            raise UserError(f"SkyPilot interpreter {explicit} does not exist",
+                            hint="set launch.skypilot.python or MUDPUPPY_SKYPILOT_PYTHON to that venv's python")
+        return str(Path(explicit).expanduser())
+    sky = shutil.which("sky")
+    if sky:
+        with open(sky, "rb") as fh:
+            first = fh.readline().decode(errors="replace").strip()
+        if first.startswith("#!") and "python" in first:
+            return first[2:].strip().split()[0]
+    try:
+        import importlib.util
+
+        if importlib.util.find_spec("sky") is not None:
+            return sys.executable
+    except ValueError:
+        pass
+    raise UserError(
+        "SkyPilot is not installed",
+        hint="install it in its own environment (python -m venv ~/.sky && ~/.sky/bin/pip install 'skypilot[aws]'), "
+        "then set MUDPUPPY_SKYPILOT_PYTHON=~/.sky/bin/python",
+    )
+
+
+def call_driver(python: str, command: str, payload: dict[str, Any], *, timeout: float = 1800,
+                env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run one driver command; its last stdout line is JSON. An ``error`` key becomes a one-line UserError."""
+    proc = subprocess.run(
+        [python, str(DRIVER), command], input=json.dumps(payload), capture_output=True, text=True,
+        timeout=timeout, env=env, check=False,
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+        raise UserError(f"SkyPilot {command} failed: {tail[0][:300]}")
+    result: dict[str, Any] = json.loads(lines[-1])
+    if result.get("error"):
+        raise UserError(f"SkyPilot: {result['error']}", hint=result.get("hint"))
+    return result
+
+
+class SkyPilotBackend(Backend):
+    name = "skypilot"
+    capabilities = Capabilities(
+        multi_node=True, requeue=True,
+        notes="managed jobs recover from preemption (exit 75); SkyPilot runs in its own environment",
+    )
+
+    def plan(self, bundle: Bundle, run_id: str) -> Plan:
+        launch = self.launch
+        task = render_task(launch, run_id, bundle, bundle_name=bundle.name, bundle_path=str(bundle.path),
+                           image=bundle.image, bundle_digest=bundle.digest)
+        managed = is_managed(launch)
+        cluster = launch.skypilot.cluster or f"mudpuppy-{run_id}"
+        header = (f"# Generated by mudpuppy {__version__}: "
+                  + ("sky jobs launch (managed)" if managed else f"sky launch -c {cluster}") + f" for run {run_id}\n")
+        return Plan(
+            backend=self.name, run_id=run_id, bundle_path=str(bundle.path), bundle_digest=bundle.digest,
+            script=header + to_yaml(task), workdir=task["envs"]["MUDPUPPY_WORKDIR"],
+            session="managed" if managed else cluster, env=dict(task["envs"]), secrets=tuple(launch.secrets),
+            retries=launch.retries,
+            extra={"task": task, "managed": managed, "cluster": cluster,
+                   "idle_minutes_to_autostop": launch.skypilot.idle_minutes_to_autostop},
+        )
+
+    def submit(self, plan: Plan) -> Handle:
+        missing = [name for name in plan.secrets if name not in os.environ]
+        if missing:
+            raise UserError(f"secret {missing[0]} is not set in your environment", hint="export it, then relaunch")
+        python = sky_python(self.launch)
+        payload = {
+            "task": plan.extra["task"], "managed": plan.extra["managed"], "cluster": plan.extra["cluster"],
+            "idle_minutes_to_autostop": plan.extra["idle_minutes_to_autostop"],
+            "secrets": list(plan.secrets),  # names: the driver reads the values from its environment
+        }
+        result = call_driver(python, "launch", payload)
+        return Handle(self.name, plan.session, str(result["job_id"]))
+
+    def status(self, handle: Handle) -> RunStatus:
+        result = call_driver(sky_python(self.launch), "status", _ref(handle), timeout=300)
+        native = str(result.get("status") or "")
+        return RunStatus(map_state(native) if native else State.UNKNOWN, reason=result.get("reason"), native=native,
+                         attempts=result.get("recovery_count"))
+
+    def logs(self, handle: Handle, follow: bool = False) -> Iterator[str]:
+        proc = subprocess.Popen(
+            [sky_python(self.launch), str(DRIVER), "logs"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(json.dumps({**_ref(handle), "follow": follow}))
+        proc.stdin.close()
+        try:
+            yield from proc.stdout
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+            proc.wait(timeout=30)
+
+    def cancel(self, handle: Handle) -> None:
+        call_driver(sky_python(self.launch), "cancel", _ref(handle), timeout=300)
+
+    def output_location(self, plan: Plan, output_dir: str) -> str:
+        store = bucket(self.launch)
+        rel = output_dir.removeprefix("./")
+        if store:
+            return f"{store}/runs/{plan.run_id}/{rel}"
+        return f"{plan.session}:{plan.workdir}/{rel}"
+
+
+def _ref(handle: Handle) -> dict[str, Any]:
+    managed = handle.session == "managed"
+    return {"managed": managed, "cluster": None if managed else handle.session, "job_id": int(handle.id)}

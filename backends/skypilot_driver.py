@@ -1,0 +1,188 @@
+"""SkyPilot calls for ``backends.skypilot``, run by the interpreter of SkyPilot's own environment.
+
+Usage: ``SKY_PYTHON skypilot_driver.py COMMAND < payload.json``; the last stdout line is a JSON result
+(``{"error": ..., "hint": ...}`` on a problem the user can fix). Only the standard library and ``sky`` are
+imported, so this file works in an environment without mudpuppy (SkyPilot's ``click<8.2`` pin keeps it out of
+the training environment). Commands:
+
+validate  {"tasks": [task, ...]} -> each parsed with ``sky.Task.from_yaml_config`` and dumped back
+launch    {"task", "managed", "cluster", "idle_minutes_to_autostop", "secrets": [names]} -> {"job_id"}
+status / logs / cancel   {"managed", "cluster", "job_id"}
+
+Launch checks, before anything is created: the task parses, the requested cloud is enabled (``sky check``
+has credentials for it), and every secret is set. Secret values come from this process's environment and are
+attached to the in-memory ``Task`` only.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+from typing import Any
+
+
+class Problem(Exception):
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+def _task(config: dict[str, Any]) -> Any:
+    import sky
+
+    try:
+        return sky.Task.from_yaml_config(copy.deepcopy(config))  # it pops keys from the dict it is given
+    except Exception as exc:  # SkyPilot raises ValueError / jsonschema errors with a readable first line
+        raise Problem(f"SkyPilot rejected the task: {str(exc).splitlines()[0]}") from None
+
+
+def validate(payload: dict[str, Any]) -> dict[str, Any]:
+    """Parse each task (YAML text through ``Task.from_yaml_str``, dicts through ``from_yaml_config``) and dump it."""
+    import sky
+
+    out = []
+    for config in payload["tasks"]:
+        if isinstance(config, str):
+            try:
+                task = sky.Task.from_yaml_str(config)
+            except Exception as exc:
+                raise Problem(f"SkyPilot rejected the task: {str(exc).splitlines()[0]}") from None
+        else:
+            task = _task(config)
+        dumped = _public(task.to_yaml_config())
+        again = _public(_task(dumped).to_yaml_config())
+        stable = _canonical(again) == _canonical(dumped)
+        out.append({"dumped": dumped, "stable": stable, "num_nodes": task.num_nodes,
+                    "resources": [str(r) for r in task.resources]})
+    return {"tasks": out}
+
+
+def _canonical(config: dict[str, Any]) -> str:
+    """``resources.any_of`` is a set inside SkyPilot, dumped in no fixed order: compare it sorted."""
+    resources = dict(config.get("resources") or {})
+    if isinstance(resources.get("any_of"), list):
+        resources["any_of"] = sorted(resources["any_of"], key=lambda r: json.dumps(r, sort_keys=True))
+    return json.dumps({**config, "resources": resources}, sort_keys=True)
+
+
+def _public(config: dict[str, Any]) -> dict[str, Any]:
+    """The task's YAML keys without SkyPilot's bookkeeping (``_user_specified_yaml`` holds the original text)."""
+    return {k: v for k, v in config.items() if not k.startswith("_")}
+
+
+def _check_cloud(task: Any) -> None:
+    import sky
+
+    wanted = {str(r.cloud).lower() for r in task.resources if r.cloud is not None}
+    from sky.client import sdk
+
+    enabled = [str(c).lower() for c in sky.get(sdk.enabled_clouds())]
+    if not enabled:
+        raise Problem("no cloud has credentials set up", hint="run `sky check` and follow what it says")
+    missing = sorted(wanted - set(enabled))
+    if missing:
+        raise Problem(f"cloud {missing[0]} has no credentials here (enabled: {', '.join(sorted(enabled))})",
+                      hint=f"run `sky check {missing[0]}`")
+
+
+def launch(payload: dict[str, Any]) -> dict[str, Any]:
+    import sky
+    import sky.jobs
+
+    missing = [name for name in payload.get("secrets", []) if name not in os.environ]
+    if missing:
+        raise Problem(f"secret {missing[0]} is not set in your environment", hint="export it, then relaunch")
+    task = _task(payload["task"])
+    _check_cloud(task)
+    if payload.get("secrets"):
+        task.update_secrets({name: os.environ[name] for name in payload["secrets"]})
+    if payload["managed"]:
+        job_ids, _handle = sky.stream_and_get(sky.jobs.launch(task, name=task.name))
+        job_id = job_ids[0] if isinstance(job_ids, list) else job_ids
+    else:
+        job_id, _handle = sky.stream_and_get(sky.launch(
+            task, cluster_name=payload["cluster"], idle_minutes_to_autostop=payload.get("idle_minutes_to_autostop"),
+            down=payload.get("idle_minutes_to_autostop") is not None,
+        ))
+    if job_id is None:
+        raise Problem("SkyPilot returned no job id")
+    return {"job_id": int(job_id)}
+
+
+def status(payload: dict[str, Any]) -> dict[str, Any]:
+    import sky
+    import sky.jobs
+
+    job_id = int(payload["job_id"])
+    if payload["managed"]:
+        records = sky.get(sky.jobs.queue(refresh=False, skip_finished=False, job_ids=[job_id]))
+        if isinstance(records, tuple):
+            records = records[0]
+        for record in records:
+            data = record if isinstance(record, dict) else getattr(record, "__dict__", {})
+            if int(data.get("job_id", -1)) == job_id:
+                return {"status": _name(data.get("status")), "reason": data.get("failure_reason"),
+                        "recovery_count": data.get("recovery_count")}
+        return {"status": None, "reason": "SkyPilot no longer lists the job"}
+    statuses = sky.get(sky.job_status(payload["cluster"], [job_id]))
+    value = statuses.get(job_id) if isinstance(statuses, dict) else None
+    return {"status": _name(value) if value is not None else None,
+            "reason": None if value is not None else "cluster or job not found"}
+
+
+def logs(payload: dict[str, Any]) -> dict[str, Any]:
+    import sky
+    import sky.jobs
+
+    job_id, follow = int(payload["job_id"]), bool(payload.get("follow"))
+    if payload["managed"]:
+        sky.jobs.tail_logs(job_id=job_id, follow=follow, output_stream=sys.stdout)
+    else:
+        sky.tail_logs(payload["cluster"], job_id, follow, output_stream=sys.stdout)
+    sys.stdout.flush()
+    return {}
+
+
+def cancel(payload: dict[str, Any]) -> dict[str, Any]:
+    import sky
+    import sky.jobs
+
+    job_id = int(payload["job_id"])
+    if payload["managed"]:
+        sky.get(sky.jobs.cancel(job_ids=[job_id]))
+    else:
+        sky.get(sky.cancel(payload["cluster"], job_ids=[job_id]))
+    return {"cancelled": job_id}
+
+
+def _name(value: Any) -> str | None:
+    if value is None:
+        return None
+    return str(getattr(value, "value", value)).rsplit(".", 1)[-1]
+
+
+COMMANDS = {"validate": validate, "launch": launch, "status": status, "logs": logs, "cancel": cancel}
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1 or argv[0] not in COMMANDS:
+        print(json.dumps({"error": f"usage: skypilot_driver.py {{{','.join(COMMANDS)}}} < payload.json"}))
+        return 2
+    payload = json.loads(sys.stdin.read() or "{}")
+    try:
+        result = COMMANDS[argv[0]](payload)
+    except Problem as exc:
+        print(json.dumps({"error": str(exc), "hint": exc.hint}))
+        return 3
+    except ImportError as exc:
+        print(json.dumps({"error": f"SkyPilot is not importable here ({exc})",
+                          "hint": "point MUDPUPPY_SKYPILOT_PYTHON at the python of SkyPilot's environment"}))
+        return 3
+    print(json.dumps(result, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,264 @@
+"""Bundles: everything a run needs, in one content-addressed tarball, and the reader the runtime uses.
+
+Layout (names in ``launcher.contract``)::
+
+    config.yml     the resolved config, local paths rewritten to ``files/...``; no ``launch:`` section
+    image.json     the runtime image spec (``launcher.image``)
+    files/         local models, data files, chat templates and DeepSpeed JSON the config referenced
+    wheels/        a wheel of mudpuppy itself
+
+The name is the sha256 of every member's path and content, so relaunching an unchanged config with unchanged
+data reuses the same tarball (locally and, by name, on remote hosts). Secret values are never written: the
+bundle carries secret *names* only (``image.json``) and backends resolve them at run time.
+
+``open_bundle`` is the runtime's entry: pure stdlib, importable without pydantic or yaml.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mudpuppy.launcher.contract import (
+    BUNDLE_CONFIG,
+    BUNDLE_DATA_DIR,
+    BUNDLE_IMAGE,
+    BUNDLE_SUFFIX,
+    BUNDLE_WHEEL_DIR,
+    ENV_WORKDIR,
+)
+
+if TYPE_CHECKING:
+    from mudpuppy.launcher.config.schema import Config
+
+DIGEST_CHARS = 16  # 64 bits of sha256 in file names: collisions are not a practical concern here
+
+
+# ---------------------------------------------------------------- reading (runtime side, stdlib only)
+
+
+def open_bundle(path: str | os.PathLike[str], workdir: str | os.PathLike[str] | None = None) -> tuple[Path, Path]:
+    """Make a bundle usable in ``workdir`` and return ``(config_path, workdir)``.
+
+    ``path`` is a bundle tarball or an already extracted bundle folder. A tarball is extracted once into a
+    sibling folder of the same name (atomic rename, so concurrent ranks on one host agree). Relative paths in
+    the config (``files/...`` inputs and the ``output_dir``) resolve against ``workdir``, which defaults to
+    ``$MUDPUPPY_WORKDIR`` or the current directory; a ``files`` link to the bundle's data is made there so
+    each run writes its outputs to its own folder while sharing the bundle. The runtime should ``chdir`` to
+    the returned ``workdir`` before reading the config.
+    """
+    source = Path(path).expanduser().resolve()
+    if source.is_dir():
+        root = source
+    elif source.is_file():
+        root = _extract_once(source)
+    else:
+        raise FileNotFoundError(f"bundle {source} does not exist")
+    config = root / BUNDLE_CONFIG
+    if not config.is_file():
+        raise FileNotFoundError(f"{source} is not a mudpuppy bundle (no {BUNDLE_CONFIG})")
+    work = Path(workdir or os.environ.get(ENV_WORKDIR) or os.getcwd()).expanduser().resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    data = root / BUNDLE_DATA_DIR
+    if work != root and data.is_dir():
+        _link(work / BUNDLE_DATA_DIR, data)
+    return config, work
+
+
+def _extract_once(tarball: Path) -> Path:
+    name = tarball.name[: -len(BUNDLE_SUFFIX)] if tarball.name.endswith(BUNDLE_SUFFIX) else tarball.stem
+    root = tarball.with_name(name)
+    if (root / BUNDLE_CONFIG).is_file():
+        return root
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=tarball.parent))
+    try:
+        with tarfile.open(tarball, "r:*") as tar:
+            tar.extractall(tmp, filter="data")
+        try:
+            os.rename(tmp, root)
+        except OSError:
+            if not (root / BUNDLE_CONFIG).is_file():  # lost a race only if the winner finished
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def _link(link: Path, target: Path) -> None:
+    if link.is_symlink():
+        if Path(os.readlink(link)) == target:
+            return
+        link.unlink()
+    elif link.exists():
+        raise FileExistsError(f"{link} exists and is not a link to bundle data; run in an empty folder")
+    tmp = link.with_name(f".{link.name}.{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+
+
+# ---------------------------------------------------------------- building (laptop side)
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A built bundle: where its tarball is and what went into it (for plans and the registry)."""
+
+    path: Path
+    digest: str
+    config_text: str
+    image: dict[str, Any]
+    files: dict[str, str] = field(default_factory=dict)  # path inside the bundle -> local source
+    reused: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+# Config keys that may name local files or folders, with the folder they go to under files/.
+_MODEL_KEYS = ("base_model", "base_model_config", "tokenizer_config")
+_FILE_KEYS = ("deepspeed", "chat_template_jinja")
+_DATASET_LISTS = ("datasets", "test_datasets")
+
+
+def build_bundle(config: Config, store: Path, *, wheel: Path | None = None) -> Bundle:
+    """Write (or reuse) the bundle of ``config`` under ``store``; local paths resolve against the cwd."""
+    import yaml
+
+    from mudpuppy.launcher.image import image_spec
+
+    data = config.model_dump(mode="json", exclude_unset=True)
+    data.pop("launch", None)
+    copies = _Copies()
+    for key in _MODEL_KEYS:
+        if isinstance(data.get(key), str):
+            data[key] = copies.add(data[key], f"{key}")
+    for key in _FILE_KEYS:
+        value = data.get(key)
+        if isinstance(value, str) and "{" not in value and "\n" not in value:
+            data[key] = copies.add(value, key)
+    for list_key in _DATASET_LISTS:
+        for index, entry in enumerate(data.get(list_key) or []):
+            if not isinstance(entry, dict):
+                continue
+            prefix = f"{list_key}/{index}"
+            if isinstance(entry.get("path"), str):
+                entry["path"] = copies.add(entry["path"], prefix)
+            if isinstance(entry.get("data_files"), str):
+                entry["data_files"] = copies.add(entry["data_files"], prefix)
+            elif isinstance(entry.get("data_files"), list):
+                entry["data_files"] = [copies.add(p, prefix) if isinstance(p, str) else p for p in entry["data_files"]]
+            if isinstance(entry.get("chat_template_jinja"), str) and "{" not in entry["chat_template_jinja"]:
+                entry["chat_template_jinja"] = copies.add(entry["chat_template_jinja"], prefix)
+
+    config_text = "# Written by mudpuppy launch; paths under files/ are inside this bundle.\n" + yaml.safe_dump(
+        data, sort_keys=True, allow_unicode=True
+    )
+    members: dict[str, bytes | Path] = {BUNDLE_CONFIG: config_text.encode()}
+    wheel_name = None
+    if wheel is not None:
+        wheel_name = f"{BUNDLE_WHEEL_DIR}/{wheel.name}"
+        members[wheel_name] = wheel
+    image = image_spec(config, wheel=wheel_name)
+    members[BUNDLE_IMAGE] = (_json(image) + "\n").encode()
+    for inside, source in copies.files.items():
+        members[inside] = Path(source)
+
+    digest = _digest(members)
+    store.mkdir(parents=True, exist_ok=True)
+    target = store / f"{digest[:DIGEST_CHARS]}{BUNDLE_SUFFIX}"
+    reused = target.is_file()
+    if not reused:
+        _write_tar(members, target)
+    return Bundle(
+        path=target,
+        digest=digest,
+        config_text=config_text,
+        image=image,
+        files=dict(copies.files),
+        reused=reused,
+    )
+
+
+class _Copies:
+    """Local paths found in the config -> their place under files/, each source copied once."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, str] = {}
+        self._by_source: dict[Path, str] = {}
+
+    def add(self, value: str, slot: str) -> str:
+        if "://" in value:
+            return value
+        source = Path(value).expanduser()
+        if not source.exists():
+            return value  # a hub id or a remote path: left for the runtime
+        source = source.resolve()
+        if source in self._by_source:
+            return self._by_source[source]
+        inside = f"{BUNDLE_DATA_DIR}/{slot}/{source.name}"
+        self._by_source[source] = inside
+        if source.is_dir():
+            for item in sorted(source.rglob("*")):
+                if item.is_file() and not any(part.startswith(".") for part in item.relative_to(source).parts):
+                    self.files[f"{inside}/{item.relative_to(source).as_posix()}"] = str(item)
+        else:
+            self.files[inside] = str(source)
+        return inside
+
+
+def _digest(members: dict[str, bytes | Path]) -> str:
+    outer = hashlib.sha256()
+    for name in sorted(members):
+        outer.update(name.encode() + b"\0" + _sha256(members[name]).encode() + b"\n")
+    return outer.hexdigest()
+
+
+def _sha256(content: bytes | Path) -> str:
+    if isinstance(content, bytes):
+        return hashlib.sha256(content).hexdigest()
+    h = hashlib.sha256()
+    with open(content, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_tar(members: dict[str, bytes | Path], target: Path) -> None:
+    """Deterministic tar (sorted names, zero times and owners), written to a temp name and renamed."""
+    import gzip
+
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, tarfile.open(
+            fileobj=gz, mode="w", format=tarfile.PAX_FORMAT
+        ) as tar:
+            for name in sorted(members):
+                content = members[name]
+                info = tarfile.TarInfo(name)
+                info.mode = 0o644
+                if isinstance(content, bytes):
+                    info.size = len(content)
+                    tar.addfile(info, io.BytesIO(content))
+                else:
+                    info.size = content.stat().st_size
+                    with open(content, "rb") as fh:
+                        tar.addfile(info, fh)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value, indent=2, sort_keys=True)

@@ -1,0 +1,28 @@
+"""``mudpuppy backends``: what each backend can and cannot do."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+def backends() -> None:
+    """Print the capability matrix of the available backends."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from mudpuppy.backends.base import BACKENDS, backend_class
+
+    table = Table(title="backends")
+    for column in ("backend", "multi-node", "cancel", "logs", "follow", "requeue", "notes"):
+        table.add_column(column)
+    yes = {True: "[green]yes[/]", False: "[red]no[/]"}
+    for name in sorted(BACKENDS):
+        try:
+            caps = backend_class(name).capabilities
+        except ImportError as exc:
+            table.add_row(name, "", "", "", "", "", f"unavailable: {exc}")
+            continue
+        table.add_row(name, yes[caps.multi_node], yes[caps.cancel], yes[caps.logs], yes[caps.follow_logs],
+                      yes[caps.requeue], caps.notes)
+    Console().print(table)

@@ -1,0 +1,62 @@
+"""``mudpuppy launch CONFIG``: validate, bundle, plan, submit (or print the plan with --dry-run)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from mudpuppy.launcher.cli.options import OVERRIDE_CONTEXT, config_argument
+
+
+@click.command(context_settings=OVERRIDE_CONTEXT)
+@config_argument
+@click.option("--backend", "-b", type=click.Choice(["local", "ssh", "slurm", "ray", "skypilot", "modal"]),
+              help="Where to run (overrides launch.backend).")
+@click.option("--gpus", help="GPUs per node: H100:8, A100-80GB:4 or a count (overrides launch.gpus).")
+@click.option("--nodes", type=click.IntRange(min=1), help="Number of nodes (overrides launch.nodes).")
+@click.option("--spot/--no-spot", default=None, help="Use preemptible capacity where the backend has it.")
+@click.option("--detach", "-d", is_flag=True, default=None, help="Return after submitting; do not follow logs.")
+@click.option("--dry-run", is_flag=True, help="Print the plan (the exact script) and submit nothing.")
+@click.option("--name", help="Run name shown by `mudpuppy runs` (overrides launch.name).")
+@click.option("--retries", type=click.IntRange(min=0), help="Restarts after preemption (overrides launch.retries).")
+@click.pass_context
+def launch(ctx: click.Context, config_path: str, backend: str | None, gpus: str | None, nodes: int | None,
+           spot: bool | None, detach: bool | None, dry_run: bool, name: str | None, retries: int | None) -> int:
+    """Run CONFIG on a backend. Extra --key value pairs override config keys (e.g. --launch.slurm.partition gpu)."""
+    from mudpuppy.launcher import dispatch
+    from mudpuppy.launcher.cli import warn
+    from mudpuppy.launcher.config import parse_override_args
+    from mudpuppy.launcher.registry import Registry, new_run_id
+
+    overrides = parse_override_args(list(ctx.args))
+    overrides.update(dispatch.flag_overrides(backend=backend, gpus=gpus, nodes=nodes, spot=spot, detach=detach,
+                                             name=name, retries=retries))
+    prepared = dispatch.prepare(config_path, overrides, new_run_id())
+    for line in prepared.warnings:
+        warn(line)
+    if dry_run:
+        click.echo(prepared.plan.render(), nl=False)
+        return 0
+    bundle = prepared.bundle
+    click.echo(f"bundle {bundle.name} ({'reused' if bundle.reused else 'built'}, {len(bundle.files)} file(s))",
+               err=True)
+    registry = Registry()
+    record = dispatch.submit(prepared, config_path, registry)
+    click.echo(f"run {record.id} submitted to {record.backend}: {record.handle}", err=True)
+    if prepared.backend.launch.detach:
+        click.echo(record.id)
+        return 0
+    def echo(line: str) -> None:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+
+    try:
+        status = dispatch.wait(record, registry, on_line=echo)
+    except KeyboardInterrupt:
+        click.echo(f"\nstopped following; the run goes on. `mudpuppy logs -f {record.id}` or "
+                   f"`mudpuppy cancel {record.id}`", err=True)
+        return 130
+    reason = f": {status.reason}" if status.reason else ""
+    click.echo(f"run {record.id} {status.state.value}{reason}", err=True)
+    return 0 if status.state.value == "succeeded" else 1

@@ -1,0 +1,180 @@
+"""The driver of a Ray job: ``python -m mudpuppy.launcher.ray_entry --spec JSON`` (``backends.ray`` submits it).
+
+It runs Ray Train's ``TorchTrainer``; each worker runs the mudpuppy runtime in-process (Ray has already set
+RANK/WORLD_SIZE/LOCAL_RANK and initialised torch.distributed). Checkpoints are the runtime's own: after each
+published ``checkpoint-N`` (manifest written) every worker calls ``ray.train.report`` and rank 0 hands the folder
+to Ray, which copies it to ``storage_path/RUN_ID/checkpoint-N``. When Ray restarts the worker group (a lost
+worker, ``FailureConfig.max_failures``), each node first replaces its local checkpoints with exactly the one
+``ray.train.get_checkpoint()`` returns, so every rank resumes from the same step. When training ends, rank 0
+reports the final outputs (everything but the checkpoints) as the last checkpoint, marked ``final``.
+
+Like ``node_entry`` this runs inside the job, not on the laptop; it imports the runtime only in the worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from mudpuppy.launcher.contract import ENV_WORKDIR, EXIT_OK, EXIT_USER_ERROR
+
+FINAL_MARKER = "mudpuppy-final.json"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mudpuppy.launcher.ray_entry")
+    parser.add_argument("--spec", required=True, help="JSON written by backends.ray.job_spec")
+    spec = json.loads(parser.parse_args(argv).spec)
+    spec["bundle"] = str(Path(spec["bundle"]).resolve())  # the job's cwd is its working_dir, holding the bundle
+
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config=spec,
+        scaling_config=ScalingConfig(
+            num_workers=spec["num_workers"], use_gpu=spec["use_gpu"],
+            resources_per_worker=spec["resources_per_worker"] or None,
+        ),
+        run_config=RunConfig(
+            name=spec["run_id"], storage_path=spec["storage_path"],
+            failure_config=FailureConfig(max_failures=spec["max_failures"]),
+            checkpoint_config=CheckpointConfig(),
+        ),
+        torch_config=TorchConfig(backend=spec["backend"]),
+    )
+    print(f"[mudpuppy] Ray Train: {spec['num_workers']} worker(s), gpu={spec['use_gpu']}, "
+          f"max_failures={spec['max_failures']}, storage={spec['storage_path'] or 'ray default'}", flush=True)
+    result = trainer.fit()
+    if getattr(result, "error", None):
+        print(f"[mudpuppy] training failed: {result.error}", file=sys.stderr, flush=True)
+        return 1
+    where = result.checkpoint.path if result.checkpoint is not None else "(no checkpoint)"
+    print(f"[mudpuppy] done; final outputs at {where}", flush=True)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- inside each Ray Train worker
+
+
+def train_loop(spec: dict[str, Any]) -> None:
+    import ray.train
+
+    context = ray.train.get_context()
+    workdir = Path(spec["workdir"]) / spec["run_id"]
+    os.environ[ENV_WORKDIR] = str(workdir)
+
+    from mudpuppy.launcher.config import load_config
+    from mudpuppy.runtime.entry import resolve_location
+    from mudpuppy.runtime.env import read_env
+    from mudpuppy.runtime.train.run import run_training
+    from mudpuppy.runtime.train.signals import PreemptionWatcher
+
+    config_path = resolve_location(spec["bundle"])  # extracts the bundle once and moves into workdir
+    cfg = load_config(config_path).config
+    output_dir = Path(cfg.output_dir).resolve()
+    restored = restore(ray.train.get_checkpoint(), output_dir, local_rank=context.get_local_rank())
+    _barrier()
+    if restored == "final":
+        print("[mudpuppy] the run already finished (final outputs reported); nothing to do", flush=True)
+        return
+    rank = context.get_world_rank()
+    # Ray owns signals and restarts here; an uninstalled watcher keeps the runtime from touching handlers
+    # (signal.signal only works on the main thread, and Ray runs this function on another one).
+    code = run_training(cfg, env=read_env(), watcher=PreemptionWatcher(),
+                        extra_callbacks=[report_callback(output_dir, rank)])
+    if code == EXIT_USER_ERROR:
+        raise RuntimeError("the runtime stopped on a user error (exit 2); see the messages above")
+    if code != EXIT_OK:
+        raise RuntimeError(f"the runtime exited {code}")
+    report_final(output_dir, workdir, rank)
+
+
+def restore(checkpoint: Any, output_dir: Path, *, local_rank: int) -> str | None:
+    """Make ``output_dir`` hold exactly Ray's checkpoint (or none): ``"final"``, ``"checkpoint-N"`` or None."""
+    if checkpoint is None:
+        if local_rank == 0:
+            _clear_checkpoints(output_dir)
+        return None
+    with checkpoint.as_directory() as folder:
+        source = Path(folder)
+        if (source / FINAL_MARKER).is_file():
+            return "final"
+        step = _step_of(source)
+        name = f"checkpoint-{step}"
+        if local_rank == 0:
+            _clear_checkpoints(output_dir)
+            output_dir.mkdir(parents=True, exist_ok=True)
+            tmp = output_dir / f".restore-{name}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(source, tmp)
+            os.replace(tmp, output_dir / name)
+            print(f"[mudpuppy] restored {name} from Ray ({checkpoint.path})", flush=True)
+    return name
+
+
+def _step_of(folder: Path) -> int:
+    manifest = folder / "mudpuppy-manifest.json"
+    if manifest.is_file():
+        return int(json.loads(manifest.read_text())["step"])
+    state = folder / "trainer_state.json"
+    return int(json.loads(state.read_text())["global_step"])
+
+
+def _clear_checkpoints(output_dir: Path) -> None:
+    if output_dir.is_dir():
+        for child in output_dir.glob("checkpoint-*"):
+            shutil.rmtree(child, ignore_errors=True)
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def report_callback(output_dir: Path, rank: int) -> Any:
+    """A TrainerCallback: after each published checkpoint, every worker reports; rank 0 attaches the folder."""
+    import ray.train
+    from transformers import TrainerCallback
+
+    class RayReport(TrainerCallback):
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            step = state.global_step
+            folder = output_dir / f"checkpoint-{step}"
+            metrics: dict[str, Any] = {"step": step}
+            losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
+            if losses:
+                metrics["loss"] = losses[-1]
+            checkpoint = None
+            if rank == 0 and (folder / "mudpuppy-manifest.json").is_file():
+                checkpoint = ray.train.Checkpoint.from_directory(str(folder))
+            ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoint-{step}",
+                             delete_local_checkpoint_after_upload=False)
+
+    return RayReport()
+
+
+def report_final(output_dir: Path, workdir: Path, rank: int) -> None:
+    import ray.train
+
+    checkpoint = None
+    if rank == 0:
+        final = workdir / "final"
+        shutil.rmtree(final, ignore_errors=True)
+        shutil.copytree(output_dir, final, ignore=shutil.ignore_patterns("checkpoint-*", ".*"))
+        (final / FINAL_MARKER).write_text(json.dumps({"output_dir": str(output_dir)}) + "\n")
+        checkpoint = ray.train.Checkpoint.from_directory(str(final))
+    ray.train.report({"final": 1}, checkpoint=checkpoint, checkpoint_dir_name="final",
+                     delete_local_checkpoint_after_upload=False)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

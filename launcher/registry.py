@@ -1,0 +1,171 @@
+"""The run registry: one SQLite row per run under the user's state dir.
+
+Why SQLite: several ``mudpuppy`` processes (a foreground launch, ``runs`` in another terminal, a detached
+supervisor's parent) read and write it at once; SQLite gives atomic updates without a server. The file lives
+in ``$MUDPUPPY_STATE_DIR`` or ``$XDG_STATE_HOME/mudpuppy`` (default ``~/.local/state/mudpuppy``).
+Rows hold plain values only: never secrets, never environment dumps.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from mudpuppy.launcher.errors import UserError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    backend TEXT NOT NULL,
+    handle TEXT,
+    bundle_hash TEXT NOT NULL,
+    config_path TEXT NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    output TEXT,
+    launch TEXT
+)
+"""
+
+
+def state_dir() -> Path:
+    explicit = os.environ.get("MUDPUPPY_STATE_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "mudpuppy"
+
+
+def cache_dir() -> Path:
+    explicit = os.environ.get("MUDPUPPY_CACHE_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mudpuppy"
+
+
+@dataclass
+class RunRecord:
+    id: str
+    name: str
+    backend: str
+    handle: str | None
+    bundle_hash: str
+    config_path: str
+    status: str
+    reason: str | None
+    attempts: int
+    created: float
+    updated: float
+    output: str | None
+    launch: str | None = None  # the run's launch: section as JSON (names of secrets only), to reach it later
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def new_run_id() -> str:
+    """Sortable by time, short enough to type: ``20250101-120000-ab12``."""
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
+
+
+class Registry:
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or state_dir() / "runs.sqlite"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.execute(_SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30)
+        db.row_factory = sqlite3.Row
+        try:
+            with db:
+                yield db
+        finally:
+            db.close()
+
+    def create(
+        self,
+        *,
+        name: str,
+        backend: str,
+        bundle_hash: str,
+        config_path: str,
+        run_id: str | None = None,
+        launch: str | None = None,
+    ) -> RunRecord:
+        now = time.time()
+        record = RunRecord(
+            id=run_id or new_run_id(),
+            name=name,
+            backend=backend,
+            handle=None,
+            bundle_hash=bundle_hash,
+            config_path=config_path,
+            status="submitting",
+            reason=None,
+            attempts=0,
+            created=now,
+            updated=now,
+            output=None,
+            launch=launch,
+        )
+        with self._connect() as db:
+            db.execute(
+                "INSERT INTO runs VALUES (:id, :name, :backend, :handle, :bundle_hash, :config_path, :status, "
+                ":reason, :attempts, :created, :updated, :output, :launch)",
+                record.to_dict(),
+            )
+        return record
+
+    def update(self, run_id: str, **fields: Any) -> RunRecord:
+        allowed = {"handle", "status", "reason", "attempts", "output", "name"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValueError(f"cannot update {sorted(unknown)}")
+        fields["updated"] = time.time()
+        sets = ", ".join(f"{key} = :{key}" for key in fields)
+        with self._connect() as db:
+            db.execute(f"UPDATE runs SET {sets} WHERE id = :id", {**fields, "id": run_id})
+        return self.get(run_id)
+
+    def get(self, ref: str) -> RunRecord:
+        """A run by id, unique id prefix, or name (the newest run of that name)."""
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM runs WHERE id = ?", (ref,)).fetchone()
+            if row is None:
+                rows = db.execute("SELECT * FROM runs WHERE id LIKE ? ORDER BY created DESC", (ref + "%",)).fetchall()
+                if len(rows) > 1:
+                    raise UserError(f"run {ref!r} is ambiguous ({len(rows)} runs match); give more of the id")
+                row = rows[0] if rows else None
+            if row is None:
+                row = db.execute(
+                    "SELECT * FROM runs WHERE name = ? ORDER BY created DESC LIMIT 1", (ref,)
+                ).fetchone()
+        if row is None:
+            raise UserError(f"no run {ref!r} in {self.path}", hint="`mudpuppy runs` lists them")
+        return RunRecord(**dict(row))
+
+    def list(self, limit: int = 50, backend: str | None = None) -> list[RunRecord]:
+        query = "SELECT * FROM runs"
+        args: tuple[Any, ...] = ()
+        if backend:
+            query += " WHERE backend = ?"
+            args = (backend,)
+        query += " ORDER BY created DESC LIMIT ?"
+        with self._connect() as db:
+            rows = db.execute(query, (*args, limit)).fetchall()
+        return [RunRecord(**dict(r)) for r in rows]

@@ -1,0 +1,78 @@
+"""``type:`` of a dataset entry -> the strategy object that tokenizes its rows (``tokenize_rows``)."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from mudpuppy.launcher.errors import UserError
+from mudpuppy.runtime.data import chat_templates
+from mudpuppy.runtime.data.chat import DEFAULT_ROLES, ChatOptions, ChatStrategy
+from mudpuppy.runtime.data.instruct import (
+    INSTRUCTION_TYPES,
+    CompletionStrategy,
+    InputOutputStrategy,
+    instruction_strategy,
+    user_defined_strategy,
+)
+from mudpuppy.runtime.data.rows import Row, RowError
+
+CHAT_TYPES = ("chat_template", "sharegpt", "chat_template.default", "chat_template.load")
+
+
+class Strategy(Protocol):
+    name: str
+
+    def tokenize_rows(self, rows: list[Any]) -> list[list[Row] | RowError]: ...
+
+
+def build_strategy(cfg: Any, ds: Any, tokenizer: Any) -> Strategy:
+    kind = ds.type
+    train_on_inputs = bool(cfg.train_on_inputs)
+    if kind is not None and not isinstance(kind, str):
+        return user_defined_strategy(kind, tokenizer, train_on_inputs, cfg.sequence_len)
+    if kind == "completion":
+        return CompletionStrategy(tokenizer, ds.field or "text", cfg.sequence_len)
+    if kind == "input_output":
+        return InputOutputStrategy(tokenizer, train_on_inputs)
+    if kind in CHAT_TYPES or (kind and kind.startswith("sharegpt")):
+        return chat_strategy(cfg, ds, tokenizer)
+    strategy = instruction_strategy(kind or "", tokenizer, train_on_inputs, cfg.sequence_len, ds.conversation)
+    if strategy is None:
+        known = sorted({*INSTRUCTION_TYPES, "completion", "input_output", "chat_template", "sharegpt"})
+        hint = f"did you mean {kind.replace(':load_', '.load_')!r}?" if kind and ":load_" in kind else None
+        raise UserError(f"datasets: {ds.path}: unknown type {kind!r}", hint=hint or "known: " + ", ".join(known))
+    return strategy
+
+
+def chat_strategy(cfg: Any, ds: Any, tokenizer: Any) -> ChatStrategy:
+    legacy = isinstance(ds.type, str) and ds.type.startswith("sharegpt")
+    choice, jinja = chat_templates.dataset_choice(cfg, ds)
+    template = chat_templates.resolve(choice, jinja, tokenizer, where=f"datasets: {ds.path}: chat_template")
+    mappings = dict(ds.message_property_mappings or {})
+    if ds.message_field_role:
+        mappings["role"] = ds.message_field_role
+    if ds.message_field_content:
+        mappings["content"] = ds.message_field_content
+    mappings.setdefault("role", "from" if legacy else "role")
+    mappings.setdefault("content", "value" if legacy else "content")
+    roles = {src: dst for dst, sources in ds.roles.items() for src in sources} if ds.roles else dict(DEFAULT_ROLES)
+    opts = ChatOptions(
+        template=template,
+        field_messages=ds.field_messages or ("conversations" if legacy else "messages"),
+        field_system=ds.field_system or "system",
+        field_tools=ds.field_tools or "tools",
+        mappings=mappings,
+        roles=roles,
+        roles_to_train=list(ds.roles_to_train) if ds.roles_to_train is not None else ["assistant"],
+        train_on_inputs=bool(cfg.train_on_inputs),
+        train_on_eos=ds.train_on_eos or "turn",
+        train_on_eot=ds.train_on_eot,
+        eot_tokens=cfg.eot_tokens,
+        message_field_training=ds.message_field_training,
+        message_field_training_detail=ds.message_field_training_detail,
+        thinking_key=ds.template_thinking_key or "reasoning_content",
+        split_thinking=bool(ds.split_thinking),
+        drop_system_message=bool(ds.drop_system_message),
+        template_kwargs=dict(cfg.chat_template_kwargs or {}),
+    )
+    return ChatStrategy(tokenizer, opts)

@@ -1,0 +1,39 @@
+"""Model building: precision resolution, loading (full/quantised), adapters, freezing, kernels."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mudpuppy.runtime.model.precision import Precision, resolve_precision
+
+__all__ = ["Precision", "build_model", "resolve_precision"]
+
+
+def build_model(cfg: Any, tokenizer: Any, precision: Precision, *, training: bool = True) -> tuple[Any, list[str]]:
+    """The model ready to train: base + adapter (or frozen per ``unfrozen_parameters``) + kernels.
+
+    Returns the model and the names of the kernels that were swapped in (each announced once in the log).
+    """
+    from mudpuppy.runtime.model.adapter import apply_adapter
+    from mudpuppy.runtime.model.loader import freeze_for_unfrozen_parameters, load_model
+
+    model = load_model(cfg, tokenizer, precision, training=training)
+    if cfg.unfrozen_parameters and not cfg.adapter:
+        freeze_for_unfrozen_parameters(model, cfg.unfrozen_parameters)
+    model = apply_adapter(cfg, model, training=training)
+    if cfg.unfrozen_parameters and cfg.adapter:
+        # with an adapter the regexes unfreeze base parameters in addition to the LoRA weights
+        import re
+
+        for name, param in model.named_parameters():
+            if any(re.search(p, name) for p in cfg.unfrozen_parameters):
+                param.requires_grad = True
+    kernels = _apply_kernels(model, cfg)
+    return model, kernels
+
+
+def _apply_kernels(model: Any, cfg: Any) -> list[str]:
+    from mudpuppy.kernels.apply import apply_kernels
+
+    applied: list[str] = apply_kernels(model, cfg)
+    return applied

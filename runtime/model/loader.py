@@ -1,0 +1,190 @@
+"""Build the model a config asks for: from a folder or hub id, or from its config (``reinit_weights``).
+
+Axolotl's model keys map onto transformers' own loading arguments here and nowhere else: the Auto class
+(``model_type``), config overrides (incl. rope_scaling), attention implementation, dtype, device map, memory
+limits, quantisation (bitsandbytes, CUDA only), embedding resizing for added tokens and ``unfrozen_parameters``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+from mudpuppy.launcher.errors import UserError
+from mudpuppy.runtime.model.precision import Precision
+
+log = logging.getLogger("mudpuppy.runtime.model")
+
+
+def load_model(cfg: Any, tokenizer: Any, precision: Precision, *, training: bool = True) -> Any:
+    """The base model (no adapter yet), embeddings sized to the tokenizer, ready for peft or a full fine-tune."""
+    import torch
+    import transformers
+
+    auto_cls = getattr(transformers, cfg.resolved_model_type(), None)
+    if auto_cls is None or not hasattr(auto_cls, "from_pretrained"):
+        raise UserError(
+            f"model_type: {cfg.resolved_model_type()!r} is not a transformers model class",
+            hint="use e.g. AutoModelForCausalLM",
+        )
+    config = load_model_config(cfg)
+    kwargs = model_kwargs(cfg, precision)
+    if cfg.reinit_weights:
+        torch.manual_seed(cfg.seed if cfg.seed is not None else 42)
+        kwargs = {k: v for k, v in kwargs.items() if k in ("dtype", "attn_implementation", "trust_remote_code")}
+        model = auto_cls.from_config(config, **kwargs)
+    else:
+        _check_local(cfg.base_model, "base_model")
+        try:
+            model = auto_cls.from_pretrained(cfg.base_model, config=config, **kwargs)
+        except OSError as exc:
+            raise UserError(f"base_model: could not load {cfg.base_model!r}: {_first_line(exc)}") from None
+    resize_embeddings(cfg, model, tokenizer)
+    if training:
+        model.config.use_cache = False
+        if cfg.load_in_4bit or cfg.load_in_8bit:
+            from peft import prepare_model_for_kbit_training
+
+            model = prepare_model_for_kbit_training(
+                model, use_gradient_checkpointing=bool(cfg.gradient_checkpointing),
+                gradient_checkpointing_kwargs=cfg.gradient_checkpointing_kwargs or {"use_reentrant": False},
+            )
+    return model
+
+
+def load_model_config(cfg: Any) -> Any:
+    from transformers import AutoConfig
+
+    source = cfg.base_model_config or cfg.base_model
+    _check_local(source, "base_model_config" if cfg.base_model_config else "base_model")
+    try:
+        config = AutoConfig.from_pretrained(
+            source, revision=cfg.revision_of_model, trust_remote_code=bool(cfg.trust_remote_code)
+        )
+    except (OSError, ValueError) as exc:
+        raise UserError(f"base_model: could not read the model config of {source!r}: {_first_line(exc)}") from None
+    if cfg.resolved_num_labels() is not None:
+        config.num_labels = cfg.resolved_num_labels()
+    for key, value in (cfg.overrides_of_model_config or {}).items():
+        if key == "rope_scaling" and isinstance(value, dict) and hasattr(config, "rope_parameters"):
+            config.rope_parameters = rope_parameters(getattr(config, "rope_parameters", None), value)
+        else:
+            setattr(config, key, value)
+    return config
+
+
+def rope_parameters(current: dict[str, Any] | None, scaling: dict[str, Any]) -> dict[str, Any]:
+    """Axolotl's ``rope_scaling: {type: linear, factor: 2}`` in transformers 5's ``rope_parameters`` form."""
+    merged = dict(current or {})
+    extra = dict(scaling)
+    kind = extra.pop("rope_type", None) or extra.pop("type", None)
+    if kind:
+        merged["rope_type"] = kind
+    merged.update(extra)
+    return merged
+
+
+def model_kwargs(cfg: Any, precision: Precision) -> dict[str, Any]:
+    """``from_pretrained`` keyword arguments for the config (pure apart from building the bnb config)."""
+    kwargs: dict[str, Any] = {
+        "dtype": precision.torch_dtype if (cfg.adapter or precision.mode == "bf16") else _full_ft_dtype(precision),
+        "trust_remote_code": bool(cfg.trust_remote_code),
+    }
+    if cfg.revision_of_model:
+        kwargs["revision"] = cfg.revision_of_model
+    attn = cfg.attention_implementation()
+    if attn:
+        kwargs["attn_implementation"] = attn
+    if cfg.device_map is not None:
+        kwargs["device_map"] = cfg.device_map
+    if cfg.max_memory:
+        kwargs["max_memory"] = cfg.max_memory
+    if cfg.low_cpu_mem_usage is not None:
+        kwargs["low_cpu_mem_usage"] = cfg.low_cpu_mem_usage
+    if cfg.load_in_4bit or cfg.load_in_8bit:
+        kwargs["quantization_config"] = quantization_config(cfg, precision)
+    kwargs.update(cfg.overrides_of_model_kwargs or {})
+    return kwargs
+
+
+def _full_ft_dtype(precision: Precision) -> Any:
+    import torch
+
+    # fp16 full fine-tunes keep fp32 master weights (AMP); bf16 trains in bf16 as Axolotl does.
+    return torch.float32
+
+
+def quantization_config(cfg: Any, precision: Precision) -> Any:
+    key = "load_in_4bit" if cfg.load_in_4bit else "load_in_8bit"
+    if precision.device != "cuda":
+        raise UserError(f"{key}: bitsandbytes quantisation needs a CUDA GPU; skipped on {precision.device}",
+                        hint="remove load_in_4bit/load_in_8bit (and use adapter: lora) to train on this machine")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise UserError(f"{key} needs bitsandbytes: pip install bitsandbytes") from None
+    from transformers import BitsAndBytesConfig
+
+    if cfg.load_in_8bit:
+        return BitsAndBytesConfig(load_in_8bit=True, **(cfg.bnb_config_kwargs or {}))
+    options: dict[str, Any] = {
+        "load_in_4bit": True,
+        "bnb_4bit_quant_type": "nf4",
+        "bnb_4bit_use_double_quant": True,
+        "bnb_4bit_compute_dtype": precision.torch_dtype,
+        "bnb_4bit_quant_storage": precision.torch_dtype,
+    }
+    options.update(cfg.bnb_config_kwargs or {})
+    return BitsAndBytesConfig(**options)
+
+
+def resize_embeddings(cfg: Any, model: Any, tokenizer: Any) -> None:
+    """Grow (never shrink) the embeddings to fit added tokens; round up to 32 when asked; align special ids."""
+    if tokenizer is None:
+        return
+    for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+        value = getattr(tokenizer, name, None)
+        if value is not None:
+            setattr(model.config, name, value)
+            if getattr(model, "generation_config", None) is not None:
+                setattr(model.generation_config, name, value)
+    current = model.get_input_embeddings().num_embeddings
+    wanted = len(tokenizer)
+    multiple = 32 if cfg.resize_token_embeddings_to_32x else None
+    if multiple:
+        wanted = -(-wanted // multiple) * multiple
+    if wanted > current or (multiple and current % multiple):
+        model.resize_token_embeddings(
+            max(wanted, current), pad_to_multiple_of=multiple, mean_resizing=bool(cfg.mean_resizing_embeddings)
+        )
+        log.info("resized token embeddings %d -> %d", current, model.get_input_embeddings().num_embeddings)
+
+
+def freeze_for_unfrozen_parameters(model: Any, patterns: list[str]) -> int:
+    """Train only parameters whose name matches one of the regexes; return how many tensors stay trainable."""
+    try:
+        compiled = [re.compile(p) for p in patterns]
+    except re.error as exc:
+        raise UserError(f"unfrozen_parameters: bad regex: {exc}") from None
+    kept = 0
+    for name, param in model.named_parameters():
+        param.requires_grad = any(c.match(name) for c in compiled)
+        kept += int(param.requires_grad)
+    if not kept:
+        raise UserError(f"unfrozen_parameters: no parameter name matches {patterns}",
+                        hint="names look like model.layers.0.mlp.down_proj.weight")
+    return kept
+
+
+def _check_local(location: str, key: str) -> None:
+    """A value that looks like a path must exist; anything else is taken as a hub id."""
+    looks_local = location.startswith((".", "/", "~")) or Path(location).exists() or location.count("/") > 1
+    if looks_local and not Path(location).expanduser().exists():
+        raise UserError(f"{key}: {location!r} does not exist", hint="give a local model folder or a hub id")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,1 @@
+"""Trainer building: config -> TrainingArguments, collator, callbacks, preemption, the recipe itself."""

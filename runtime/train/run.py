@@ -1,0 +1,191 @@
+"""The training recipe, top to bottom: tokenizer -> data -> model -> trainer -> checkpoints -> outputs.
+
+``run_training`` returns a ``launcher.contract`` exit code: ``EXIT_OK`` when the outputs are complete,
+``EXIT_REQUEUE`` when a preemption signal made it save and stop. A second signal exits inside the handler.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from mudpuppy.launcher.contract import ENV_RUN_ID, ENV_VOLUME, EXIT_OK, EXIT_REQUEUE
+from mudpuppy.launcher.errors import UserError
+from mudpuppy.runtime.env import Env, read_env
+from mudpuppy.runtime.train.signals import PreemptionWatcher
+
+log = logging.getLogger("mudpuppy.runtime")
+
+
+def resume_checkpoint(cfg: Any, output_dir: Path, environ: dict[str, str] | None = None) -> Path | None:
+    """The checkpoint to resume from: the one asked for, else the newest complete one when auto-resuming."""
+    from mudpuppy.runtime.checkpoints.manifest import latest_complete_checkpoint, read_manifest
+
+    if cfg.resume_from_checkpoint:
+        path = Path(cfg.resume_from_checkpoint)
+        if not path.is_dir():
+            raise UserError(f"resume_from_checkpoint: {str(path)!r} does not exist")
+        if read_manifest(path) is None and not (path / "trainer_state.json").is_file():
+            raise UserError(f"resume_from_checkpoint: {str(path)!r} is not a complete checkpoint (no manifest)",
+                            hint="pick a checkpoint-N folder with mudpuppy-manifest.json, or use "
+                                 "auto_resume_from_checkpoints: true")
+        return path
+    auto = cfg.auto_resume_from_checkpoints
+    if auto is None:  # our default: on when a backend launched us or a volume keeps checkpoints; off for plain local
+        variables = environ if environ is not None else os.environ
+        auto = bool(variables.get(ENV_RUN_ID) or variables.get(ENV_VOLUME) or cfg.launch.volume)
+    return latest_complete_checkpoint(output_dir) if auto else None
+
+
+def run_training(cfg: Any, *, env: Env | None = None, stream: TextIO | None = None,
+                 watcher: PreemptionWatcher | None = None, extra_callbacks: list[Any] | None = None) -> int:
+    """Train ``cfg``; ``watcher`` is the caller's already-installed signal watcher, else one is installed here.
+
+    ``extra_callbacks`` are added last: a host that runs the runtime in-process (the Ray Train worker) uses them to
+    hand each published checkpoint to its own checkpoint store.
+    """
+    env = env or read_env()
+    stream = stream or sys.stdout
+    if watcher is not None:
+        return _run(cfg, env, watcher, stream, extra_callbacks or [])
+    with PreemptionWatcher() as own:
+        return _run(cfg, env, own, stream, extra_callbacks or [])
+
+
+def _say(stream: TextIO, env: Env, line: str) -> None:
+    if env.is_main:
+        print(f"mudpuppy: {line}", file=stream, flush=True)
+
+
+def _run(cfg: Any, env: Env, watcher: Any, stream: TextIO, extra_callbacks: list[Any]) -> int:
+    started = time.monotonic()
+    from mudpuppy.runtime.model import build_model, resolve_precision
+
+    precision = resolve_precision(cfg)
+    output_dir = Path(cfg.output_dir)
+    _quiet_libraries()
+    from mudpuppy.runtime.train.args import plan_training
+
+    # trainer settings are checked before minutes of tokenization, not after
+    plan_training(cfg, precision=precision, env=env, train_rows=1,
+                  has_eval=bool(cfg.val_set_size or cfg.test_datasets))
+
+    from mudpuppy.runtime.data import prepare_datasets
+    from mudpuppy.runtime.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(cfg)
+    train_ds, eval_ds = prepare_datasets(cfg, tokenizer)
+    if train_ds is None or len(train_ds) == 0:
+        raise UserError("datasets: no training rows left after tokenization",
+                        hint="check the dataset paths/types and sequence_len")
+    if watcher.requested:
+        _say(stream, env, "preempted before training started; nothing new to save")
+        return EXIT_REQUEUE
+
+    from mudpuppy.runtime import parallel
+
+    zero3_init = parallel.before_model_load(cfg, env, precision)  # noqa: F841 (kept alive while loading)
+    model, kernels = build_model(cfg, tokenizer, precision)
+    model = parallel.prepare_model(model, cfg, env)
+    for name in kernels:
+        _say(stream, env, name)
+
+    from transformers import EarlyStoppingCallback, TrainingArguments
+    from transformers.trainer_callback import PrinterCallback
+    from transformers.trainer_callback import ProgressCallback as HFProgress
+
+    from mudpuppy.runtime.checkpoints.atomic import clear_staging
+    from mudpuppy.runtime.train.args import apply_env
+    from mudpuppy.runtime.train.callbacks import LossWatchdogCallback, PreemptionCallback, ProgressCallback
+    from mudpuppy.runtime.train.collator import build_collator
+    from mudpuppy.runtime.train.trainer import MudpuppyTrainer
+
+    plan = plan_training(cfg, precision=precision, env=env, train_rows=len(train_ds), has_eval=eval_ds is not None)
+    apply_env(plan.env_vars)
+    try:
+        training_args = TrainingArguments(**plan.args)
+    except ValueError as exc:
+        raise UserError(f"trainer settings rejected by transformers: {str(exc).splitlines()[0]}") from None
+
+    from mudpuppy.runtime.checkpoints.sync_callback import VolumeSyncCallback
+
+    # restores a newer verified checkpoint from the volume (if any) before resume_checkpoint() looks locally
+    volume = VolumeSyncCallback.for_run(cfg, output_dir, is_main=env.is_main, save_total_limit=plan.save_total_limit)
+    preemption = PreemptionCallback(watcher)
+    callbacks: list[Any] = [ProgressCallback(output_dir, stream=stream), preemption, volume]
+    if cfg.loss_watchdog_threshold is not None:
+        callbacks.append(LossWatchdogCallback(cfg.loss_watchdog_threshold, cfg.loss_watchdog_patience or 3))
+    if cfg.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+    callbacks.extend(extra_callbacks)
+
+    from mudpuppy.runtime.rl import build_rl_trainer, is_rl
+
+    if is_rl(cfg):  # DPO/KTO/ORPO/SimPO/GRPO/reward: TRL's trainer behind the same checkpoint machinery
+        trainer = build_rl_trainer(cfg, model=model, tokenizer=tokenizer, train_dataset=train_ds,
+                                   eval_dataset=eval_ds, plan=plan, callbacks=callbacks, device=precision.device)
+    else:
+        trainer = MudpuppyTrainer(
+            model=model,
+            args=training_args,
+            train_dataset=train_ds,
+            eval_dataset=eval_ds,
+            data_collator=build_collator(cfg, tokenizer),
+            processing_class=tokenizer,
+            callbacks=callbacks,
+            save_total_limit=plan.save_total_limit,
+            loraplus=plan.loraplus,
+            constant_lr=plan.constant_lr,
+        )
+    parallel.prepare_trainer(trainer, cfg, env)
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(HFProgress)
+
+    resume = resume_checkpoint(cfg, output_dir)
+    if env.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        clear_staging(output_dir)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    _say(stream, env, f"{len(train_ds)} train rows, {len(eval_ds) if eval_ds is not None else 0} eval rows, "
+                      f"{plan.total_steps} steps, {precision.mode} on {precision.device}, "
+                      f"{trainable:,}/{total:,} params trainable"
+                      + (f", resuming from {resume}" if resume else "")
+                      + f" (setup {time.monotonic() - started:.1f}s)")
+
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if preemption.preempted:
+        volume.close()  # the preemption checkpoint must reach the volume before we exit
+        _say(stream, env, f"checkpoint saved at step {trainer.state.global_step}; exiting {EXIT_REQUEUE} for requeue")
+        return EXIT_REQUEUE
+
+    from mudpuppy.runtime.output import save_final
+
+    metrics = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}
+    save_final(trainer, cfg, output_dir, metrics)
+    volume.finish()
+    _say(stream, env, f"done: {output_dir}")
+    return EXIT_OK
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    import warnings
+
+    # transformers 5 renames gradient_checkpointing and warns from inside Trainer even when it is off
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_warning()
+    except ImportError:
+        pass
+    # one progress line per logging step is ours; per-map progress bars from datasets only bury it
+    from datasets.utils.logging import disable_progress_bar
+
+    disable_progress_bar()

@@ -1,0 +1,124 @@
+"""Regenerate the golden rows with the Axolotl oracle. Run from the repo root with the Axolotl venv:
+
+    AXOLOTL_DO_NOT_TRACK=1 HF_HUB_OFFLINE=1 /work/axo-venv/bin/python tests/data/golden/make_golden.py
+
+Each case is an Axolotl config slice; the expected train/eval rows Axolotl produces for it (same tokenizer,
+same data) are written to tests/data/golden/<case>.json next to the config, which the test suite replays
+through mudpuppy. Never imported by the tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+IN = "tests/data/golden/inputs"
+TOK = "templates/examples/tiny-llama"
+COMMON = {"base_model": TOK, "sequence_len": 256, "micro_batch_size": 1, "num_epochs": 1,
+          "learning_rate": 0.001, "seed": 42}
+
+
+def ds(path: str, type_: object, **extra: object) -> dict:
+    return {"path": f"{IN}/{path}", "type": type_, **extra}
+
+
+CHATML = {"chat_template": "chatml"}
+CASES: dict[str, dict] = {
+    "alpaca": {"datasets": [ds("alpaca.jsonl", "alpaca")]},
+    "alpaca_train_on_inputs": {"datasets": [ds("alpaca.jsonl", "alpaca")], "train_on_inputs": True},
+    "alpaca_style_chat": {"datasets": [ds("alpaca.jsonl", "alpaca:chat")]},
+    "alpaca_style_chatml": {"datasets": [ds("alpaca.jsonl", "alpaca:chatml")]},
+    "alpaca_chat": {"datasets": [ds("alpaca.jsonl", "alpaca_chat")]},
+    "alpaca_chat_concise": {"datasets": [ds("alpaca.jsonl", "alpaca_chat.load_concise")]},
+    "alpaca_chat_qa": {"datasets": [ds("qa.jsonl", "alpaca_chat.load_qa")]},
+    "alpaca_instruct": {"datasets": [ds("alpaca.jsonl", "alpaca_instruct")]},
+    "alpaca_w_system": {"datasets": [ds("alpaca_system.jsonl", "alpaca_w_system.load_instruct")]},
+    "alpaca_w_system_chat": {"datasets": [ds("alpaca_system.jsonl", "alpaca_w_system")]},
+    "user_defined": {"datasets": [ds("custom.jsonl", {
+        "system_prompt": "Default system.", "system_format": "SYS: {system}\n", "field_system": "sys",
+        "field_instruction": "q", "field_input": "ctx", "field_output": "a",
+        "format": "Q: {instruction}\nC: {input}\nA: ", "no_input_format": "Q: {instruction}\nA: "})]},
+    "completion": {"datasets": [ds("completion.jsonl", "completion")], "sequence_len": 64},
+    "input_output": {"datasets": [ds("io.jsonl", "input_output")], "train_on_inputs": False},
+    "chat_chatml": {**CHATML, "datasets": [ds("chat.jsonl", "chat_template")]},
+    "chat_chatml_ds_level": {"datasets": [ds("chat.jsonl", "chat_template", chat_template="chatml")]},
+    "chat_roles_to_train": {**CHATML, "datasets": [ds("chat.jsonl", "chat_template",
+                                                       roles_to_train=["user", "assistant"])]},
+    "chat_train_on_inputs": {**CHATML, "train_on_inputs": True, "datasets": [ds("chat.jsonl", "chat_template")]},
+    "chat_eos_all": {**CHATML, "datasets": [ds("chat.jsonl", "chat_template", train_on_eos="all")]},
+    "chat_eot_im_end": {**CHATML, "eot_tokens": ["<|im_end|>"],
+                        "datasets": [ds("chat.jsonl", "chat_template", train_on_eot="turn")]},
+    "chat_eot_last": {**CHATML, "eot_tokens": ["<|im_end|>"],
+                      "datasets": [ds("chat.jsonl", "chat_template", train_on_eot="last")]},
+    "chat_eot_all": {**CHATML, "eot_tokens": ["<|im_end|>"],
+                     "datasets": [ds("chat.jsonl", "chat_template", train_on_eot="all")]},
+    "chat_eot_none": {**CHATML, "eot_tokens": ["<|im_end|>"],
+                      "datasets": [ds("chat.jsonl", "chat_template", train_on_eot="none")]},
+    "chat_field_training": {**CHATML, "eot_tokens": ["<|im_end|>"], "datasets": [ds(
+        "chat_training.jsonl", "chat_template", message_field_training="train",
+        message_field_training_detail="detail")]},
+    "chat_sharegpt_shape": {**CHATML, "datasets": [ds(
+        "sharegpt.jsonl", "chat_template", field_messages="conversations",
+        message_property_mappings={"role": "from", "content": "value"})]},
+    "chat_roles_map": {**CHATML, "datasets": [ds(
+        "sharegpt.jsonl", "chat_template", field_messages="conversations", message_field_role="from",
+        message_field_content="value", roles={"user": ["human"], "assistant": ["gpt"]})]},
+    "chat_drop_system": {**CHATML, "datasets": [ds("chat.jsonl", "chat_template", drop_system_message=True)]},
+    "chat_system_field": {**CHATML, "datasets": [ds("chat_system_field.jsonl", "chat_template")]},
+    "chat_llama3": {"datasets": [ds("chat.jsonl", "chat_template", chat_template="llama3")]},
+    "chat_phi_3": {"datasets": [ds("chat.jsonl", "chat_template", chat_template="phi_3")]},
+    "chat_gemma": {"datasets": [ds("chat_nosys.jsonl", "chat_template", chat_template="gemma")]},
+    "chat_mistral": {"datasets": [ds("chat.jsonl", "chat_template", chat_template="mistral_v1")]},
+    "chat_tools_jinja": {"datasets": [ds("tools.jsonl", "chat_template", chat_template="jinja",
+                                         chat_template_jinja=f"{IN}/tools.jinja")]},
+    "packing_alpaca": {"datasets": [ds("alpaca.jsonl", "alpaca")], "sample_packing": True, "val_set_size": 0.1},
+    "packing_chat": {**CHATML, "sample_packing": True, "datasets": [ds("chat.jsonl", "chat_template")]},
+    "merged_two": {**CHATML, "datasets": [ds("alpaca.jsonl", "alpaca"), ds("chat.jsonl", "chat_template")],
+                   "val_set_size": 5},
+    "merged_no_shuffle": {"datasets": [ds("alpaca.jsonl", "alpaca"), ds("qa.jsonl", "alpaca_chat.load_qa")],
+                          "shuffle_merged_datasets": False},
+    "excess_drop": {"datasets": [ds("alpaca.jsonl", "alpaca")], "sequence_len": 48},
+    "excess_truncate": {"datasets": [ds("alpaca.jsonl", "alpaca")], "sequence_len": 48,
+                        "excess_length_strategy": "truncate"},
+    "test_datasets": {"datasets": [ds("alpaca.jsonl", "alpaca")], "test_datasets": [
+        ds("qa.jsonl", "alpaca_chat.load_qa", split="train")]},
+    "dataset_shard": {"datasets": [ds("alpaca.jsonl", "alpaca")], "dataset_shard_num": 3, "dataset_shard_idx": 1},
+}
+KEEP = ("input_ids", "attention_mask", "labels", "position_ids")
+
+
+def rows(dataset: object) -> list[dict]:
+    if dataset is None:
+        return []
+    cols = [c for c in KEEP if c in dataset.column_names]  # type: ignore[attr-defined]
+    return [{c: list(r[c]) for c in cols} for r in dataset]  # type: ignore[attr-defined]
+
+
+def main(names: list[str]) -> None:
+    os.environ["AXOLOTL_IS_PREPROCESS"] = "1"
+    from axolotl.loaders.tokenizer import load_tokenizer
+    from axolotl.utils.config import normalize_config, validate_config
+    from axolotl.utils.data.sft import prepare_datasets
+    from axolotl.utils.dict import DictDefault
+
+    for name, case in CASES.items():
+        if names and name not in names:
+            continue
+        config = {**COMMON, **case}
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = validate_config(DictDefault({**config, "dataset_prepared_path": tmp, "output_dir": tmp}))
+            normalize_config(cfg)
+            cfg.is_preprocess = True
+            tokenizer = load_tokenizer(cfg)
+            train, evaluation, _, _ = prepare_datasets(cfg, tokenizer)
+        out = {"config": config, "train": rows(train), "eval": rows(evaluation)}
+        (HERE / f"{name}.json").write_text(json.dumps(out, separators=(",", ":")) + "\n")
+        print(f"{name}: {len(out['train'])} train, {len(out['eval'])} eval")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

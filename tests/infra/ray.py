@@ -1,0 +1,109 @@
+"""A local Ray cluster on loopback for the integration tests (facts in shared/notes/ray-s3.md).
+
+``ray start --head --block`` runs as our child on 127.0.0.2 (127.0.0.1 would be rewritten to the external
+address), with free ports and a private temp dir, and is stopped by pid: ``ray stop`` would kill every Ray
+process on the machine. Token auth is disabled so an in-process ``ray.init`` elsewhere cannot switch it on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.infra.services import free_port
+
+HOST = "127.0.0.2"
+
+
+def ray_env() -> dict[str, str]:
+    # Job entrypoints run `python` from the cluster's PATH: make that this interpreter (the one with Ray).
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return {
+        **os.environ,
+        "PATH": path,
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+        "RAY_DEDUP_LOGS": "0",
+        "TOKENIZERS_PARALLELISM": "false",
+        "OMP_NUM_THREADS": "1",
+    }
+
+
+@dataclass
+class RayCluster:
+    address: str  # the dashboard (Jobs API) URL
+    gcs: str
+    temp_dir: Path
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        # workers started by this head are in its session; anything left holding the temp dir is ours
+        _kill_leftovers(self.temp_dir)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def start_cluster(num_cpus: int = 4, timeout: float = 90) -> RayCluster:
+    ray_bin = Path(sys.executable).with_name("ray")
+    temp_dir = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
+    port, dash = free_port(), free_port()
+    log = temp_dir / "head.log"
+    cmd = [
+        str(ray_bin), "start", "--head", "--block", f"--node-ip-address={HOST}", f"--port={port}",
+        f"--num-cpus={num_cpus}", "--num-gpus=0", "--include-dashboard=true", f"--dashboard-host={HOST}",
+        f"--dashboard-port={dash}", f"--temp-dir={temp_dir}", "--object-store-memory=300000000",
+        "--disable-usage-stats",
+    ]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=ray_env(), start_new_session=True)
+    cluster = RayCluster(address=f"http://{HOST}:{dash}", gcs=f"{HOST}:{port}", temp_dir=temp_dir, proc=proc, log=log)
+    deadline = time.monotonic() + timeout
+    import urllib.request
+
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            text = log.read_text(errors="replace")[-3000:]
+            cluster.stop()
+            raise RuntimeError(f"ray start exited {proc.returncode}:\n{text}")
+        with contextlib.suppress(OSError), urllib.request.urlopen(f"{cluster.address}/api/version", timeout=2):
+            return cluster
+        time.sleep(0.5)
+    cluster.stop()
+    raise RuntimeError(f"the Ray dashboard did not answer in {timeout}s: {log.read_text(errors='replace')[-3000:]}")
+
+
+def _kill_leftovers(temp_dir: Path) -> None:
+    """Processes whose command line names our private temp dir (raylets, workers of this session only)."""
+    needle = str(temp_dir).encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if needle in (entry / "cmdline").read_bytes():
+                os.kill(int(entry.name), signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def ray_cluster(num_cpus: int = 4) -> Iterator[RayCluster]:
+    cluster = start_cluster(num_cpus)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

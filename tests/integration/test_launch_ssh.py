@@ -1,0 +1,117 @@
+"""The ssh backend against a real sshd on 127.0.0.1 (tests/infra): run, logs, status, upload-once, cancel,
+and the bad inputs (unreachable host, wrong key, unknown host key) as one-line errors recorded in the registry."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mudpuppy.tests.infra.helpers import FAKE, mp, one_line_error
+from mudpuppy.tests.infra.services import Sshd, free_port, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+SECRET = "hf_ssh_secret_9z8y7x6w"
+CFG = "examples/tiny-alpaca.yml"
+REPO_PYTHON = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "python")
+
+
+def ssh_args(sshd: Sshd, project: Path, *, host: str | None = None, key: Path | None = None,
+             known: Path | None = None) -> list[str]:
+    import sys
+
+    return [
+        "--backend", "ssh",
+        "--launch.ssh.hosts", f"[{host or sshd.host}]",
+        "--launch.ssh.key_file", str(key or sshd.key_file),
+        "--launch.ssh.known_hosts", str(known or sshd.known_hosts),
+        "--launch.ssh.python", sys.executable if Path(sys.executable).exists() else REPO_PYTHON,
+        "--launch.ssh.workdir", str(project / "remote"),
+        "--launch.ssh.connect_timeout", "5",
+        "--launch.entrypoint", FAKE,
+    ]
+
+
+def _status(run: str) -> dict:
+    return json.loads(mp("status", run, "--json", timeout=60).stdout)
+
+
+def _row(run: str) -> dict:
+    rows = [json.loads(line) for line in mp("runs", "--json").stdout.splitlines()]
+    return next(r for r in rows if r["id"] == run or r["name"] == run)
+
+
+def test_ssh_run_logs_status_upload_once_and_cancel(sshd: Sshd, project: Path) -> None:
+    args = ssh_args(sshd, project)
+    proc = mp("launch", CFG, *args, "--name", "viassh", "--launch.secrets", "[HF_TOKEN]", env={"HF_TOKEN": SECRET})
+    assert proc.returncode == 0, proc.stderr
+    assert "fake runtime: done" in proc.stdout and "secret True" in proc.stdout
+    status = _status("viassh")
+    assert status["status"] == "succeeded" and status["handle"].startswith("ssh://")
+    node0 = project / "remote" / "runs" / status["id"] / "node0"
+    assert (node0 / "outputs/tiny-alpaca/final.txt").is_file()
+    assert status["output"].endswith(f"{node0}/outputs/tiny-alpaca")
+    assert "fake runtime: step 5/5" in mp("logs", "viassh").stdout
+    bundles = list((project / "remote" / "bundles").glob("*.tar.gz"))
+    assert len(bundles) == 1
+    mtime = bundles[0].stat().st_mtime_ns
+    for path in (project / "remote").rglob("*"):
+        if path.is_file() and not path.name.endswith(".tar.gz"):
+            assert SECRET.encode() not in path.read_bytes(), path
+
+    long = mp("launch", CFG, *args, "--detach", "--launch.env.FAKE_STEPS", "1000", "--launch.env.FAKE_STEP_S", "0.2")
+    assert long.returncode == 0, long.stderr
+    run = long.stdout.strip()
+    assert bundles[0].stat().st_mtime_ns == mtime  # same bundle: not uploaded again
+    log = project / "remote" / "runs" / run / "node0" / "output.log"
+    wait_for(lambda: log.exists() and "step 1/" in log.read_text(), 30, 0.2, "the job to start")
+    assert _status(run)["status"] == "running"
+    assert mp("cancel", run, timeout=90).returncode == 0
+    wait_for(lambda: _status(run)["status"] == "cancelled", 30, 0.5, "cancelled state")
+    state = json.loads((log.parent / "state.json").read_text())
+    assert not Path(f"/proc/{state['child_pid']}").exists()
+
+
+def test_ssh_bad_inputs_are_one_line_and_recorded(sshd: Sshd, project: Path) -> None:
+    closed = free_port()
+    err = one_line_error(mp("launch", CFG, *ssh_args(sshd, project, host=f"{sshd.user}@127.0.0.1:{closed}"),
+                            "--name", "unreachable"))
+    assert f"cannot reach {sshd.user}@127.0.0.1:{closed}" in err
+    row = _row("unreachable")
+    assert row["status"] == "failed" and "cannot reach" in row["reason"]
+
+    wrong = project / "wrong_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(wrong)], check=True, timeout=30)
+    err = one_line_error(mp("launch", CFG, *ssh_args(sshd, project, key=wrong), "--name", "wrongkey"))
+    assert "authentication" in err and "failed" in err
+    assert "authentication" in _row("wrongkey")["reason"]
+
+    empty = project / "empty_known_hosts"
+    empty.write_text("")
+    err = one_line_error(mp("launch", CFG, *ssh_args(sshd, project, known=empty), "--name", "hostkey"))
+    assert "host key" in err and "trust_on_first_use" in err
+    assert _row("hostkey")["status"] == "failed"
+
+    tofu = project / "tofu_known_hosts"
+    proc = mp("launch", CFG, *ssh_args(sshd, project, known=tofu), "--launch.ssh.trust_on_first_use", "true",
+              "--launch.env.FAKE_STEPS", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert "ssh-ed25519" in tofu.read_text()  # recorded for next time
+
+
+def test_two_hosts_rendezvous_at_the_first(sshd: Sshd, project: Path) -> None:
+    """Two 'hosts' (two names for the same sshd): one supervisor each, torchrun ranks 0 and 1."""
+    second = f"{sshd.user}@localhost:{sshd.port}"
+    args = ssh_args(sshd, project)
+    args[args.index("--launch.ssh.hosts") + 1] = f"[{sshd.host}, {second}]"
+    proc = mp("launch", CFG, *args, "--nodes", "2", "--name", "twohosts", "--launch.ssh.master_port", "29561",
+              "--launch.env.FAKE_STEPS", "3")
+    assert proc.returncode == 0, proc.stderr
+    status = _status("twohosts")
+    assert status["status"] == "succeeded" and status["handle"].count(",") == 1
+    runs = project / "remote" / "runs" / status["id"]
+    assert "rank 0/2" in (runs / "node0" / "output.log").read_text()
+    assert "rank 1/2" in (runs / "node1" / "output.log").read_text()
+    assert (runs / "node0" / "outputs/tiny-alpaca/final.txt").read_text() == "steps=3 world=2\n"

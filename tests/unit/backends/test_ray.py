@@ -1,0 +1,129 @@
+"""The ray backend without a cluster: the job request ``plan`` builds, staging, state mapping, and the errors that
+must come before anything is submitted. The real-cluster tests are in tests/integration/test_ray.py.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mudpuppy.backends.base import State
+from mudpuppy.backends.ray import RayBackend, job_spec, map_state, resolve_address, stage, storage_path
+from mudpuppy.launcher.config.schema.launch import LaunchSection
+from mudpuppy.launcher.errors import UserError
+from tests.infra.tiny_bundle import tiny_bundle
+
+
+def launch(**values: Any) -> LaunchSection:
+    return LaunchSection.model_validate({"backend": "ray", **values})
+
+
+@pytest.fixture
+def bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("MUDPUPPY_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    wheel = tmp_path / "mudpuppy-0.1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("mudpuppy/__init__.py", "__version__ = 'x'\n")
+        zf.writestr("mudpuppy/templates/examples/a.yml", "a: 1\n")
+        zf.writestr("mudpuppy-0.1.0.dist-info/METADATA", "Name: mudpuppy\n")
+    return tiny_bundle(tmp_path / "cfg", wheel=wheel)[1]
+
+
+def test_plan_is_a_pure_job_request(bundle: Any) -> None:
+    lx = launch(gpus="A100:4", nodes=2, retries=5, volume="s3://b/runs", env={"NCCL_DEBUG": "INFO"},
+                secrets=["HF_TOKEN"], ray={"address": "http://head:8265", "resources_per_worker": {"CPU": 8}})
+    plan = RayBackend(lx).plan(bundle, "r1")
+    assert plan == RayBackend(lx).plan(bundle, "r1")
+    request = plan.extra["request"]
+    assert request["submission_id"] == "mudpuppy-r1" and plan.session == "http://head:8265"
+    env = request["runtime_env"]
+    assert Path(env["working_dir"]).name == "job" and env["py_modules"][0].endswith("/src/mudpuppy")
+    assert env["env_vars"] == {"NCCL_DEBUG": "INFO", "MUDPUPPY_RUN_ID": "r1", "MUDPUPPY_BUNDLE": "bundle.tar.gz",
+                               "MUDPUPPY_VOLUME": "s3://b/runs"}
+    assert "pip" not in env and "HF_TOKEN" not in json.dumps(request)
+    spec = json.loads(shlex.split(request["entrypoint"])[-1])
+    assert request["entrypoint"].startswith("python -m mudpuppy.launcher.ray_entry --spec ")
+    assert spec == {"run_id": "r1", "bundle": "bundle.tar.gz", "entrypoint": "mudpuppy.runtime", "num_workers": 8,
+                    "use_gpu": True, "resources_per_worker": {"CPU": 8, "accelerator_type:A100": 0.001},
+                    "storage_path": "s3://b/runs", "max_failures": 5, "workdir": "/tmp/mudpuppy-ray",
+                    "backend": "nccl"}
+    assert plan.script.splitlines()[-1] == request["entrypoint"]
+
+
+def test_cpu_defaults_and_pip_option(bundle: Any) -> None:
+    plan = RayBackend(launch(ray={"num_workers": 2, "pip": True, "ship_source": False})).plan(bundle, "r")
+    spec = json.loads(shlex.split(plan.extra["request"]["entrypoint"])[-1])
+    assert spec["use_gpu"] is False and spec["backend"] == "gloo" and spec["num_workers"] == 2
+    assert spec["storage_path"] is None
+    env = plan.extra["request"]["runtime_env"]
+    assert "py_modules" not in env and "torch==2.13.0" in env["pip"]
+
+
+def test_storage_path_and_address_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert storage_path(launch(volume="file:///shared/ckpt")) == "/shared/ckpt"
+    assert storage_path(launch(volume="s3://b/p", ray={"storage_path": "/nfs/x"})) == "/nfs/x"
+    with pytest.raises(UserError, match="Modal volume"):
+        storage_path(launch(volume="modal://v"))
+    monkeypatch.setenv("RAY_ADDRESS", "http://10.0.0.1:8265/")
+    assert resolve_address(launch()) == "http://10.0.0.1:8265"
+    with pytest.raises(UserError, match=r"not a dashboard URL \(use the Jobs API address, e.g. http://h:8265"):
+        resolve_address(launch(ray={"address": "ray://h:10001"}))
+    assert job_spec(launch(gpus="H100:8", ray={"use_gpu": False}), "r")["use_gpu"] is False
+
+
+def test_no_cluster_is_one_line_and_stages_nothing(bundle: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("ray.job_submission")
+    from tests.infra.services import free_port
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    backend = RayBackend(launch(ray={"address": f"http://127.0.0.1:{free_port()}"}))
+    plan = backend.plan(bundle, "r")
+    with pytest.raises(UserError) as err:
+        backend.submit(plan)
+    line = err.value.one_line()
+    assert line.startswith("no Ray cluster answers at http://127.0.0.1:") and "ray start --head" in line
+    assert not Path(plan.extra["stage"]).exists()
+
+
+def test_missing_secret_fails_before_contacting_ray(bundle: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    backend = RayBackend(launch(secrets=["HF_TOKEN"]))
+    monkeypatch.setattr(backend, "_client", lambda address: pytest.fail("contacted Ray"))
+    with pytest.raises(UserError, match="secret HF_TOKEN is not set"):
+        backend.submit(backend.plan(bundle, "r"))
+
+
+def test_stage_links_the_bundle_and_unpacks_the_source_once(bundle: Any, tmp_path: Path) -> None:
+    target = tmp_path / "stage"
+    stage(bundle.path, target, bundle.image["wheel"], ship_source=True)
+    assert (target / "job" / "bundle.tar.gz").read_bytes() == bundle.path.read_bytes()
+    assert (target / "src" / "mudpuppy" / "__init__.py").is_file()
+    assert (target / "src" / "mudpuppy" / "templates" / "examples" / "a.yml").is_file()
+    assert not (target / "src" / "mudpuppy-0.1.0.dist-info").exists()
+    stage(bundle.path, target, bundle.image["wheel"], ship_source=True)  # idempotent
+    assert sorted(p.name for p in target.iterdir()) == ["job", "src"]
+
+
+def test_state_mapping() -> None:
+    assert map_state("JobStatus.STOPPED") == State.CANCELLED
+    assert map_state("PENDING") == State.PENDING and map_state("RUNNING") == State.RUNNING
+    assert map_state("SUCCEEDED") == State.SUCCEEDED and map_state("FAILED") == State.FAILED
+    assert map_state("NEW") == State.UNKNOWN
+
+
+def test_backend_modules_import_no_sdk() -> None:
+    """Loading the ray/modal/skypilot backends (e.g. for `mudpuppy backends`) must not import their SDKs."""
+    import subprocess
+    import sys
+
+    code = ("import sys, mudpuppy.backends.ray, mudpuppy.backends.modal, mudpuppy.backends.skypilot, "
+            "mudpuppy.launcher.cli.image_cmd, mudpuppy.launcher.ray_entry; "
+            "print(sorted(m for m in ('ray', 'modal', 'sky', 'torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

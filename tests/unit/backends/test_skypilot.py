@@ -1,0 +1,261 @@
+"""The skypilot backend: golden task YAML for a matrix of options, every rendering parsed and round-tripped by
+SkyPilot itself, submission exercised against SkyPilot's API objects with the cloud calls replaced, and the
+errors a user hits before anything is created. ``launch --dry-run`` needs no SkyPilot at all.
+
+SkyPilot lives in its own environment (its ``click<8.2`` pin conflicts with huggingface-hub): these tests run
+it through ``$MUDPUPPY_SKYPILOT_PYTHON`` or ``.venv-sky/bin/python`` (``make test`` builds it). Regenerate the
+golden files after an intended change with ``MUDPUPPY_UPDATE_GOLDEN=1`` and review the diff.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mudpuppy.backends.base import Handle, State
+from mudpuppy.backends.skypilot import (
+    CLOUDS,
+    DRIVER,
+    SkyPilotBackend,
+    call_driver,
+    map_state,
+    render_task,
+    sky_python,
+    to_yaml,
+)
+from mudpuppy.launcher.config.schema.launch import LaunchSection
+from mudpuppy.launcher.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[3]
+GOLDEN = Path(__file__).parent / "golden"
+DIGEST = "0123456789abcdef" * 4
+IMAGE = {"schema": 1, "base_image": "python:3.11-slim", "python": "3.11",
+         "packages": ["torch==2.13.0", "transformers==5.24.0"], "wheel": "wheels/mudpuppy-0.1.0-py3-none-any.whl",
+         "env": {}, "secrets": []}
+
+MATRIX: dict[str, dict[str, Any]] = {
+    "cpu_on_demand": {},
+    "h100x8_spot_managed_two_nodes": {
+        "gpus": "H100:8", "nodes": 2, "spot": True, "retries": 5, "name": "llama-sft",
+        "secrets": ["HF_TOKEN", "WANDB_API_KEY"], "env": {"NCCL_DEBUG": "INFO"},
+        "skypilot": {"cloud": "aws", "region": "us-east-1", "disk_size": 512, "bucket": "s3://ckpt-bucket/mudpuppy"},
+    },
+    "spot_no_fallback_gcs_volume": {
+        "gpus": "A100-80GB:4", "spot": True, "volume": "gs://team-bucket/runs", "cpus": 32, "memory": "256G",
+        "skypilot": {"cloud": "gcp", "spot_fallback": False, "recovery_strategy": "FAILOVER",
+                     "max_restarts_on_errors": 1, "image_id": "docker:nvcr.io/nvidia/pytorch:25.01-py3"},
+    },
+    "unmanaged_named_cluster": {
+        "gpus": "L4:1", "skypilot": {"cluster": "dev-box", "zone": "us-central1-a", "idle_minutes_to_autostop": 30,
+                                     "master_port": 29600},
+    },
+}
+
+
+def launch(case: str) -> LaunchSection:
+    return LaunchSection.model_validate({"backend": "skypilot", **MATRIX[case]})
+
+
+def rendered(case: str) -> dict[str, Any]:
+    return render_task(launch(case), "20250101-000000-abcd", None, bundle_name="0123456789abcdef.tar.gz",
+                       bundle_path="/home/me/.local/state/mudpuppy/bundles/0123456789abcdef.tar.gz", image=IMAGE,
+                       bundle_digest=DIGEST)
+
+
+@pytest.mark.parametrize("case", sorted(MATRIX))
+def test_task_yaml_golden(case: str) -> None:
+    text = to_yaml(rendered(case))
+    golden = GOLDEN / f"skypilot_{case}.yaml"
+    if os.environ.get("MUDPUPPY_UPDATE_GOLDEN"):
+        golden.write_text(text)
+    assert text == golden.read_text()
+    assert yaml.safe_load(text) == rendered(case)
+    for script in ("setup", "run"):
+        assert subprocess.run(["bash", "-n", "-c", rendered(case)[script]], check=False).returncode == 0
+
+
+def test_render_facts() -> None:
+    task = rendered("h100x8_spot_managed_two_nodes")
+    res = task["resources"]
+    assert res["any_of"] == [{"use_spot": True}, {"use_spot": False}]
+    assert res["job_recovery"] == {"strategy": "EAGER_NEXT_REGION", "max_restarts_on_errors": 5,
+                                   "recover_on_exit_codes": [75]}
+    assert task["num_nodes"] == 2 and res["accelerators"] == "H100:8"
+    assert task["file_mounts"]["/checkpoints"] == {"source": "s3://ckpt-bucket/mudpuppy", "mode": "MOUNT_CACHED"}
+    assert task["envs"]["MUDPUPPY_WORKDIR"] == "/checkpoints/runs/20250101-000000-abcd"
+    assert task["secrets"] == {"HF_TOKEN": None, "WANDB_API_KEY": None}
+    assert "--node-rank=env:SKYPILOT_NODE_RANK" in task["run"] and "SKYPILOT_NODE_IPS" in task["run"]
+    assert "--nproc-per-node=8" in task["run"] and "--nnodes=2" in task["run"]
+    assert "job_recovery" not in rendered("unmanaged_named_cluster")["resources"]
+
+
+def test_unknown_cloud_and_untyped_gpus_fail_in_plan() -> None:
+    with pytest.raises(UserError, match="'awz' is not a SkyPilot cloud"):
+        render_task(LaunchSection.model_validate({"skypilot": {"cloud": "awz"}}), "r", None, bundle_name="b",
+                    bundle_path="/b", image=IMAGE, bundle_digest=DIGEST)
+    with pytest.raises(UserError, match="needs the GPU type"):
+        render_task(LaunchSection.model_validate({"gpus": "4"}), "r", None, bundle_name="b", bundle_path="/b",
+                    image=IMAGE, bundle_digest=DIGEST)
+
+
+def test_state_mapping() -> None:
+    assert map_state("ManagedJobStatus.RECOVERING") == State.PENDING
+    assert map_state("FAILED_NO_RESOURCE") == State.FAILED
+    assert map_state("SUCCEEDED") == State.SUCCEEDED and map_state("CANCELLED") == State.CANCELLED
+    assert map_state("whatever") == State.UNKNOWN
+
+
+def test_dry_run_is_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                            capsys: pytest.CaptureFixture[str]) -> None:
+    """``launch --dry-run`` prints the task without SkyPilot importable or any SkyPilot interpreter."""
+    from mudpuppy.launcher import dispatch
+    from mudpuppy.launcher.cli import main
+    from tests.infra.tiny_bundle import tiny_config
+
+    monkeypatch.setenv("MUDPUPPY_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("MUDPUPPY_SKYPILOT_PYTHON", str(tmp_path / "nowhere" / "python"))
+    monkeypatch.setattr(dispatch, "mudpuppy_wheel", lambda cache: None)
+    config = tiny_config(tmp_path, {"backend": "skypilot", "gpus": "A10G:1", "spot": True})
+    with pytest.raises(SystemExit) as done:
+        main(["launch", str(config), "--dry-run"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    task = yaml.safe_load(out.split("# Generated by mudpuppy", 1)[1].split("\n", 1)[1])
+    assert task["resources"]["accelerators"] == "A10G:1" and task["resources"]["job_recovery"]["recover_on_exit_codes"]
+
+
+def test_missing_skypilot_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("MUDPUPPY_SKYPILOT_PYTHON", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(UserError, match="SkyPilot is not installed"):
+        sky_python(LaunchSection())
+
+
+# ---------------------------------------------------------------- with SkyPilot (its own environment)
+
+
+@pytest.fixture(scope="module")
+def sky() -> str:
+    python = os.environ.get("MUDPUPPY_SKYPILOT_PYTHON") or str(ROOT / ".venv-sky" / "bin" / "python")
+    if not Path(python).exists():
+        if os.environ.get("MUDPUPPY_REQUIRE_EXTRAS"):
+            pytest.fail(f"no SkyPilot environment at {python}: run `make sky-venv`")
+        pytest.skip(f"no SkyPilot environment at {python} (make sky-venv)")
+    return python
+
+
+def test_every_rendered_task_parses_and_round_trips(sky: str) -> None:
+    cases = sorted(MATRIX)
+    texts = [to_yaml(rendered(case)) for case in cases]
+    result = call_driver(sky, "validate", {"tasks": texts}, timeout=300)
+    for case, checked in zip(cases, result["tasks"], strict=True):
+        ours = rendered(case)
+        dumped = checked["dumped"]
+        assert checked["stable"], case  # dump -> parse -> dump is a fixed point
+        assert checked["num_nodes"] == ours["num_nodes"]
+        assert dumped["envs"] == ours["envs"] and dumped["run"] == ours["run"] and dumped["setup"] == ours["setup"]
+        res = dumped["resources"]
+        if "any_of" in ours["resources"]:
+            assert sorted(r.get("use_spot", False) for r in res["any_of"]) == [False, True], case
+        if "job_recovery" in ours["resources"]:
+            recovery = res.get("job_recovery") or res["any_of"][0]["job_recovery"]
+            assert recovery["recover_on_exit_codes"] == [75] and recovery["strategy"] == ours["resources"][
+                "job_recovery"]["strategy"]
+        if "/checkpoints" in ours["file_mounts"]:
+            assert dumped["file_mounts"]["/checkpoints"]["mode"] == "MOUNT_CACHED"
+
+
+_HARNESS = textwrap.dedent("""
+    import io, json, runpy, sys
+    import sky, sky.jobs
+    from sky.client import sdk
+    from sky.task import get_plaintext_secrets
+    from sky.utils import registry
+    ENABLED, CLOUDS = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+    unknown = [c for c in CLOUDS if c not in registry.CLOUD_REGISTRY]
+    calls = []
+    sdk.enabled_clouds = lambda *a, **k: "req-enabled"
+    sky.get = lambda req: ENABLED if req == "req-enabled" else None
+    def jobs_launch(task, name=None, **kw):
+        calls.append({"fn": "jobs.launch", "name": name, "task": task.to_yaml_config(),
+                      "secret_values": get_plaintext_secrets(task.secrets)})
+        return "req-jobs"
+    def launch(task, cluster_name=None, **kw):
+        calls.append({"fn": "launch", "cluster": cluster_name, "kw": kw, "task": task.to_yaml_config()})
+        return "req-launch"
+    sky.jobs.launch, sky.launch = jobs_launch, launch
+    sky.stream_and_get = lambda req, **kw: ([7], None) if req == "req-jobs" else (3, None)
+    sys.argv, sys.stdin, out = [sys.argv[3], "launch"], io.StringIO(sys.stdin.read()), sys.stdout
+    sys.stdout = io.StringIO()
+    try:
+        runpy.run_path(sys.argv[0], run_name="__main__")
+    except SystemExit as exc:
+        code = exc.code
+    out.write(json.dumps({"code": code, "stdout": sys.stdout.getvalue(), "calls": calls, "unknown": unknown},
+                         default=str) + "\\n")
+""")
+
+
+def _submit_with_fake_cloud(sky: str, plan: Any, enabled: list[str], env: dict[str, str]) -> dict[str, Any]:
+    payload = {"task": plan.extra["task"], "managed": plan.extra["managed"], "cluster": plan.extra["cluster"],
+               "idle_minutes_to_autostop": plan.extra["idle_minutes_to_autostop"], "secrets": list(plan.secrets)}
+    proc = subprocess.run([sky, "-c", _HARNESS, json.dumps(enabled), json.dumps(list(CLOUDS)), str(DRIVER)],
+                          input=json.dumps(payload), capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **env}, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _plan(case: str, tmp_path: Path) -> Any:
+    from tests.infra.tiny_bundle import tiny_bundle
+
+    _config, bundle = tiny_bundle(tmp_path)
+    return SkyPilotBackend(launch(case)).plan(bundle, "20250101-000000-abcd")
+
+
+def test_managed_launch_reaches_skypilot_with_secrets_and_recovery(sky: str, tmp_path: Path) -> None:
+    plan = _plan("h100x8_spot_managed_two_nodes", tmp_path)
+    env = {"HF_TOKEN": "hf_secret_value", "WANDB_API_KEY": "wandb_value"}
+    got = _submit_with_fake_cloud(sky, plan, ["aws", "gcp"], env)
+    assert got["unknown"] == []  # every cloud name we accept is one SkyPilot knows
+    assert got["code"] == 0 and json.loads(got["stdout"].strip().splitlines()[-1]) == {"job_id": 7}
+    [call] = got["calls"]
+    assert call["fn"] == "jobs.launch" and call["name"] == "llama-sft-20250101-000000-abcd"
+    assert call["secret_values"] == env  # values reach the Task only in SkyPilot's process
+    assert "hf_secret_value" not in plan.script and "hf_secret_value" not in json.dumps(plan.extra)
+    assert call["task"]["num_nodes"] == 2
+    # and the backend turns the result into a handle
+    handle = Handle("skypilot", plan.session, "7")
+    assert str(handle) == "skypilot://managed/7"
+
+
+def test_unmanaged_launch_uses_the_named_cluster(sky: str, tmp_path: Path) -> None:
+    plan = _plan("unmanaged_named_cluster", tmp_path)
+    got = _submit_with_fake_cloud(sky, plan, ["gcp"], {})
+    [call] = got["calls"]
+    assert call["fn"] == "launch" and call["cluster"] == "dev-box"
+    assert call["kw"]["idle_minutes_to_autostop"] == 30 and call["kw"]["down"] is True
+
+
+@pytest.mark.parametrize(("enabled", "message"), [
+    ([], "no cloud has credentials set up"),
+    (["gcp"], "cloud aws has no credentials here"),
+])
+def test_missing_credentials_fail_before_launch(sky: str, tmp_path: Path, enabled: list[str], message: str) -> None:
+    plan = _plan("h100x8_spot_managed_two_nodes", tmp_path)
+    got = _submit_with_fake_cloud(sky, plan, enabled, {"HF_TOKEN": "x", "WANDB_API_KEY": "y"})
+    assert got["code"] == 3 and got["calls"] == []
+    result = json.loads(got["stdout"].strip().splitlines()[-1])
+    assert message in result["error"] and result["hint"].startswith("run `sky check")
+
+
+def test_driver_errors_become_one_line_user_errors(sky: str) -> None:
+    with pytest.raises(UserError, match="SkyPilot rejected the task"):
+        call_driver(sky, "validate", {"tasks": ["resources:\n  accelerators: 7\n  use_spot: maybe\n"]}, timeout=300)
