@@ -38,7 +38,7 @@ unit: venv
 
 # mypy needs the package under its real name; the repo root is `mudpuppy`, so type-check through a link.
 lint: venv
-	$(VENV)/bin/ruff check launcher backends
+	$(VENV)/bin/ruff check .
 	mkdir -p $(VENV)/typecheck && ln -sfn ../.. $(VENV)/typecheck/mudpuppy
 	cd $(VENV)/typecheck && ../bin/mypy --config-file ../../pyproject.toml -p mudpuppy.launcher -p mudpuppy.backends
 

@@ -2,7 +2,9 @@
 
 Each host gets the bundle once (skipped when a file of that content-addressed name is there), a venv built
 from ``image.json`` unless ``launch.ssh.python`` names an interpreter that already has mudpuppy, and
-``WORKDIR/runs/RUN_ID/nodeI`` as its run folder. Secrets travel as JSON on the SSH channel's stdin into the
+``WORKDIR/runs/RUN_ID/nodeI`` as its run folder. With ``launch.image`` the node command runs inside that image
+instead (``launch.ssh.container``: docker or apptainer, see ``backends.container``) while the supervisor stays
+on the host. Secrets travel as JSON on the SSH channel's stdin into the
 supervisor's memory and the job's environment; never on a command line or disk. status/logs/cancel are plain
 shell (cat, tail, kill) so they work whatever Python the host has.
 """
@@ -16,13 +18,19 @@ from collections.abc import Iterator
 
 from mudpuppy.backends.base import Backend, Capabilities, Handle, Plan, RunStatus, State
 from mudpuppy.backends.command import job_env, node_command, nproc_per_node
+from mudpuppy.backends.container import container_words
 from mudpuppy.backends.local import map_state
 from mudpuppy.backends.transport import SSHTransport, Transport, rpath
 from mudpuppy.launcher.bundle import Bundle
+from mudpuppy.launcher.contract import ENV_ATTEMPT
 from mudpuppy.launcher.errors import UserError
 from mudpuppy.launcher.image import image_key, venv_setup_script
 
 CANCEL_GRACE_S = 30
+
+
+def container_name(run_id: str, index: int) -> str:
+    return f"mudpuppy-{run_id}-node{index}"
 
 
 def _hostname(host: str) -> str:
@@ -56,18 +64,28 @@ class SSHBackend(Backend):
         for index, host in enumerate(hosts):
             workdir = self.node_dir(run_id, index)
             env = job_env(launch, run_id, workdir, remote_bundle)
+            inner_python = opts.container_python if launch.image else python
             command = node_command(
-                python, launch, remote_bundle, nnodes=len(hosts), nproc=nproc, node_rank=str(index),
+                inner_python, launch, remote_bundle, nnodes=len(hosts), nproc=nproc, node_rank=str(index),
                 master_addr=_hostname(hosts[0]), master_port=opts.master_port,
             )
+            words = [rpath(a) if a.startswith("~/") else shlex.quote(a) for a in command]
             lines = ["set -euo pipefail", f"mkdir -p {rpath(workdir)}"]
-            if not opts.python:
+            supervisor_python = rpath(python)
+            if launch.image:
+                supervisor_python, setup = self._host_python(bundle, remote_bundle)
+                lines += setup
+                words = container_words(
+                    opts.container, launch.image, mount=root, workdir=workdir,
+                    env_names=[*env, ENV_ATTEMPT, *launch.secrets], gpus=bool(launch.gpus),
+                    name=container_name(run_id, index), extra=opts.container_args,
+                ) + words
+            elif not opts.python:
                 lines.append(venv_setup_script(bundle.image, rpath(remote_bundle), rpath(venv)).rstrip())
-            lines += [f"export {k}={shlex.quote(v)}" for k, v in env.items()]
+            lines += [f"export {k}={rpath(v) if v.startswith('~/') else shlex.quote(v)}" for k, v in env.items()]
             lines.append(
-                f"exec {rpath(python)} -m mudpuppy.backends.supervisor spawn --retries {launch.retries} "
-                f"{rpath(workdir)} -- " + " ".join(rpath(a) if a.startswith("~/") else shlex.quote(a)
-                                                           for a in command)
+                f"exec {supervisor_python} -m mudpuppy.backends.supervisor spawn --retries {launch.retries} "
+                f"{rpath(workdir)} -- " + " ".join(words)
             )
             scripts[host] = "\n".join(lines) + "\n"
         text = "".join(f"# ---- host {h} (node {i})\n{scripts[h]}" for i, h in enumerate(hosts))
@@ -79,6 +97,22 @@ class SSHBackend(Backend):
             secrets=tuple(launch.secrets), retries=launch.retries,
             extra={"remote_bundle": remote_bundle, "host_scripts": scripts},
         )
+
+    def _host_python(self, bundle: Bundle, remote_bundle: str) -> tuple[str, list[str]]:
+        """The supervisor runs on the host, outside the image: ``launch.ssh.python``, else the host's python3
+        importing mudpuppy (pure stdlib on this path) straight from the bundle's wheel."""
+        if self.launch.ssh.python:
+            return rpath(self.launch.ssh.python), []
+        wheel = bundle.image.get("wheel")
+        if not wheel:
+            raise UserError("launch.image needs launch.ssh.python (a host interpreter with mudpuppy) or a bundled "
+                            "mudpuppy wheel")
+        unpacked = f"{self.launch.ssh.workdir.rstrip('/')}/wheels/{bundle.digest[:16]}"
+        return "python3", [
+            f"[ -f {rpath(unpacked)}/{shlex.quote(wheel)} ] || {{ mkdir -p {rpath(unpacked)} && "
+            f"tar -xzf {rpath(remote_bundle)} -C {rpath(unpacked)} {shlex.quote(wheel)}; }}",
+            f"export PYTHONPATH={rpath(unpacked)}/{shlex.quote(wheel)}",
+        ]
 
     def transport(self, host: str) -> Transport:
         return SSHTransport(host, self.launch.ssh)
@@ -177,11 +211,18 @@ class SSHBackend(Backend):
                     "kill -TERM -- -\"$pid\" 2>/dev/null || exit 0; "
                     f"for i in $(seq {CANCEL_GRACE_S * 5}); do kill -0 \"$pid\" 2>/dev/null || exit 0; sleep 0.2; "
                     "done; "
-                    "kill -KILL -- -\"$pid\" 2>/dev/null; exit 0",
+                    "kill -KILL -- -\"$pid\" 2>/dev/null; " + self._remove_container(handle.id, index) + "exit 0",
                     timeout=CANCEL_GRACE_S + 30,
                 )
             finally:
                 t.close()
+
+
+    def _remove_container(self, run_id: str, index: int) -> str:
+        """After SIGKILL a docker client dies but its container runs on: remove it by name."""
+        if not self.launch.image or self.launch.ssh.container != "docker":
+            return ""
+        return f"docker rm -f {shlex.quote(container_name(run_id, index))} >/dev/null 2>&1; "
 
 
 def _int(value: object) -> int | None:

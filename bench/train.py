@@ -38,9 +38,10 @@ def config(out: Path, steps: int, packing: bool) -> dict:
 def child_ours(out: Path, steps: int, packing: bool) -> dict:
     import io
 
+    import yaml
+
     from mudpuppy.launcher.config import load_config_text
     from mudpuppy.runtime.train.run import run_training
-    import yaml
 
     cfg = load_config_text(yaml.safe_dump(config(out, steps, packing))).config
     assert run_training(cfg, stream=io.StringIO()) == 0

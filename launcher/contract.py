@@ -12,6 +12,9 @@ Exit codes
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 EXIT_OK = 0
 EXIT_USER_ERROR = 2
 EXIT_REQUEUE = 75
@@ -30,3 +33,14 @@ BUNDLE_WHEEL_DIR = "wheels"
 BUNDLE_SUFFIX = ".tar.gz"
 # Where a backend wants relative config paths (data links, outputs) to resolve; default: the current directory.
 ENV_WORKDIR = "MUDPUPPY_WORKDIR"
+
+# A folder (set by the node launcher) where each worker that saved a preemption checkpoint leaves a marker before
+# exiting 75. torchrun reports workers stopped mid-exit as killed by a signal, so exit codes alone can lose the 75.
+ENV_REQUEUE_MARKERS = "MUDPUPPY_REQUEUE_MARKERS"
+
+
+def mark_requeue(rank: int | str) -> None:
+    """Record "this worker saved and asks to be rerun" where the node launcher looks (no-op outside one)."""
+    folder = os.environ.get(ENV_REQUEUE_MARKERS)
+    if folder:
+        Path(folder, f"rank{rank}").touch()

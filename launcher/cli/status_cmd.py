@@ -20,6 +20,7 @@ def status(run: str, as_json: bool) -> int:
     data = {
         "id": record.id, "name": record.name, "backend": record.backend, "handle": record.handle,
         "status": state.state.value, "native": state.native, "reason": state.reason, "attempts": record.attempts,
+        "restarts": max(record.attempts - 1, 0),
         "exit_code": state.exit_code, "output": record.output, "bundle": record.bundle_hash[:16],
     }
     if as_json:

@@ -7,6 +7,7 @@ template, ``tokenizer_default_fallback_<name>`` prefers it and falls back to ``<
 
 from __future__ import annotations
 
+import logging
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -14,11 +15,12 @@ from typing import Any
 
 from mudpuppy.launcher.errors import UserError
 
+log = logging.getLogger(__name__)
 JINJA = "jinja"
 TOKENIZER_DEFAULT = "tokenizer_default"
 FALLBACK_PREFIX = "tokenizer_default_fallback_"
-# Axolotl spellings that name the same format as one of our files.
-ALIASES = {"mistral_v1": "mistral", "qwen": "qwen_25", "qwen2": "qwen_25", "phi3": "phi_3"}
+# Names are exactly Axolotl 0.19's template names (its ChatTemplate enum plus phi_4, which it ships as a file):
+# a name Axolotl would reject is rejected here too, so a config never means different things in the two tools.
 
 
 @cache
@@ -33,11 +35,10 @@ def shipped_templates() -> dict[str, str]:
 
 def named_template(name: str) -> str:
     templates = shipped_templates()
-    key = ALIASES.get(name, name)
-    if key not in templates:
+    if name not in templates:
         known = ", ".join(sorted([*templates, JINJA, TOKENIZER_DEFAULT, FALLBACK_PREFIX + "<name>"]))
         raise UserError(f"chat_template: unknown template {name!r}", hint=f"known: {known}")
-    return templates[key]
+    return templates[name]
 
 
 def resolve(choice: str | None, jinja: str | None, tokenizer: Any, where: str = "chat_template") -> str:
@@ -68,6 +69,13 @@ def resolve(choice: str | None, jinja: str | None, tokenizer: Any, where: str = 
 def dataset_choice(cfg: Any, ds: Any) -> tuple[str | None, str | None]:
     """Dataset-level keys win; without them the tokenizer's template (already set from the root keys by
     ``load_tokenizer``) applies, as in Axolotl."""
-    if getattr(ds, "chat_template", None) or getattr(ds, "chat_template_jinja", None):
+    if getattr(ds, "chat_template", None):
         return ds.chat_template, ds.chat_template_jinja
+    jinja = getattr(ds, "chat_template_jinja", None)
+    if jinja and getattr(ds, "type", None) == "chat_template":
+        # Axolotl's schema gives such an entry chat_template: tokenizer_default, which ignores the jinja.
+        log.warning("datasets: %s: chat_template_jinja without chat_template: jinja is ignored (as in Axolotl); "
+                    "add chat_template: jinja to use it", getattr(ds, "path", "?"))
+    elif jinja:
+        return JINJA, jinja
     return TOKENIZER_DEFAULT, None

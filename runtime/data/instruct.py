@@ -110,6 +110,32 @@ def _multiple_choice(row: Mapping[str, Any]) -> tuple[Any, Any, Any, Any]:
     return need(row, "question"), choices, answer, None
 
 
+CONTEXT_SYSTEM = "Use the following contextual information to concisely answer the question.\n"
+NOT_IN_CONTEXT = ("The context provided does not contain any information about your inquiry. "
+                  "Therefore, I'm unable to answer your question based on the given context.")
+ORCA_MINI = "### System:\n{system}\n\n### User:\n{instruction}\n\n### Response:\n"
+# The reader builds the whole prompt; this prompter passes it through unchanged.
+VERBATIM = Prompter("", "{instruction}", "{instruction}")
+
+
+def _context_qa(row: Mapping[str, Any]) -> tuple[Any, Any, Any, Any]:
+    return need(row, "article") + "\n===\n" + need(row, "question"), "", need(row, "answer"), None
+
+
+def _context_qa_404(row: Mapping[str, Any]) -> tuple[Any, Any, Any, Any]:
+    return need(row, "article") + "\n===\n" + need(row, "unanswerable_question"), "", NOT_IN_CONTEXT, None
+
+
+def _context_qa_v2(row: Mapping[str, Any]) -> tuple[Any, Any, Any, Any]:
+    prompt = "Context: " + need(row, "context") + "\nQuestion: " + need(row, "question") + "\n"
+    return prompt, "", "Answer: " + need(row, "answer"), None
+
+
+def _orca_mini(row: Mapping[str, Any]) -> tuple[Any, Any, Any, Any]:
+    prompt = ORCA_MINI.format(system=need(row, "system_prompt"), instruction=need(row, "question"))
+    return prompt, "", need(row, "response"), None
+
+
 def _jeopardy(row: Mapping[str, Any]) -> tuple[Any, Any, Any, Any]:
     return need(row, "question"), need(row, "category"), "what is " + need(row, "answer"), None
 
@@ -124,6 +150,7 @@ class InstructionStrategy:
     train_on_inputs: bool
     sequence_len: int
     name: str = "alpaca"
+    eos_count: int = 1  # metharme ends responses with up to 3 EOS tokens
     batched: bool = field(default=True, init=False)
 
     def tokenize_rows(self, rows: list[Mapping[str, Any]]) -> list[list[Row] | RowError]:
@@ -147,8 +174,9 @@ class InstructionStrategy:
             p_ids = list(p_ids)
             r_ids = list(r_ids)
             if r_ids:
-                if r_ids[-1] != eos and len(r_ids) < self.sequence_len:
-                    r_ids.append(eos)
+                for _ in range(self.eos_count - (r_ids[-1] == eos)):
+                    if len(r_ids) < self.sequence_len:
+                        r_ids.append(eos)
                 if r_ids[0] == bos:
                     r_ids = r_ids[1:]
             labels = list(p_ids) if self.train_on_inputs else [IGNORE_INDEX] * len(p_ids)
@@ -289,11 +317,18 @@ def _table() -> dict[str, tuple[Callable[[str | None], Prompter], FieldSpec]]:
         "jeopardy": (lambda s: styled(s), _jeopardy),
         "oasst": (lambda s: styled(s), fields("INSTRUCTION", "RESPONSE", inp=None)),
         "gpteacher": (lambda s: styled(s), fields("instruction", "response")),
+        "context_qa": (lambda s: styled("chat", CONTEXT_SYSTEM, CONTEXT_SYSTEM), _context_qa),
+        "context_qa.load_404": (lambda s: styled("chat", CONTEXT_SYSTEM, CONTEXT_SYSTEM), _context_qa_404),
+        "context_qa.load_v2": (lambda s: Prompter("{system}", "{instruction}\n{input}", "{instruction}"),
+                               _context_qa_v2),
+        "orcamini": (lambda s: VERBATIM, _orca_mini),
+        "metharme": (lambda s: VERBATIM, fields("prompt", "generation", inp=None)),
     }
 
 
 INSTRUCTION_TYPES = _table()
-ALIASES = {"alpaca_w_system.load": "alpaca_w_system", "alpaca_chat.load": "alpaca_chat",
+ALIASES = {"alpaca_w_system.load": "alpaca_w_system", "context_qa.load": "context_qa",
+           "orcamini.load": "orcamini", "metharme.load": "metharme", "alpaca_chat.load": "alpaca_chat",
            "alpaca_instruct.load": "alpaca_instruct", "alpaca_instruct.load_instruct": "alpaca_instruct"}
 
 
@@ -311,7 +346,8 @@ def instruction_strategy(type_name: str, tokenizer: Any, train_on_inputs: bool, 
         prompter = factory(style)
     except ValueError as exc:
         raise UserError(f"type {type_name!r}: {exc}") from None
-    return InstructionStrategy(tokenizer, prompter, read, train_on_inputs, sequence_len, name=type_name)
+    return InstructionStrategy(tokenizer, prompter, read, train_on_inputs, sequence_len, name=type_name,
+                               eos_count=3 if base == "metharme" else 1)
 
 
 def user_defined_strategy(spec: Any, tokenizer: Any, train_on_inputs: bool, sequence_len: int) -> InstructionStrategy:

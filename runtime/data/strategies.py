@@ -14,6 +14,7 @@ from mudpuppy.runtime.data.instruct import (
     instruction_strategy,
     user_defined_strategy,
 )
+from mudpuppy.runtime.data.roleplay import PygmalionStrategy
 from mudpuppy.runtime.data.rows import Row, RowError
 
 CHAT_TYPES = ("chat_template", "sharegpt", "chat_template.default", "chat_template.load")
@@ -32,13 +33,16 @@ def build_strategy(cfg: Any, ds: Any, tokenizer: Any) -> Strategy:
         return user_defined_strategy(kind, tokenizer, train_on_inputs, cfg.sequence_len)
     if kind == "completion":
         return CompletionStrategy(tokenizer, ds.field or "text", cfg.sequence_len)
+    if kind in ("pygmalion", "pygmalion.load"):
+        return PygmalionStrategy(tokenizer, cfg.sequence_len)
     if kind == "input_output":
         return InputOutputStrategy(tokenizer, train_on_inputs)
     if kind in CHAT_TYPES or (kind and kind.startswith("sharegpt")):
         return chat_strategy(cfg, ds, tokenizer)
     strategy = instruction_strategy(kind or "", tokenizer, train_on_inputs, cfg.sequence_len, ds.conversation)
     if strategy is None:
-        known = sorted({*INSTRUCTION_TYPES, "completion", "input_output", "chat_template", "sharegpt"})
+        known = sorted({*INSTRUCTION_TYPES, "completion", "input_output", "chat_template", "sharegpt",
+                        "pygmalion"})
         hint = f"did you mean {kind.replace(':load_', '.load_')!r}?" if kind and ":load_" in kind else None
         raise UserError(f"datasets: {ds.path}: unknown type {kind!r}", hint=hint or "known: " + ", ".join(known))
     return strategy
@@ -49,6 +53,10 @@ def chat_strategy(cfg: Any, ds: Any, tokenizer: Any) -> ChatStrategy:
     choice, jinja = chat_templates.dataset_choice(cfg, ds)
     template = chat_templates.resolve(choice, jinja, tokenizer, where=f"datasets: {ds.path}: chat_template")
     mappings = dict(ds.message_property_mappings or {})
+    thinking_key = ds.template_thinking_key or "reasoning_content"
+    if not mappings and not ds.message_field_role and not ds.message_field_content:
+        # Axolotl maps the reasoning field by default only when no mapping was given at all.
+        mappings[thinking_key] = ds.field_thinking or "reasoning_content"
     if ds.message_field_role:
         mappings["role"] = ds.message_field_role
     if ds.message_field_content:
@@ -70,7 +78,7 @@ def chat_strategy(cfg: Any, ds: Any, tokenizer: Any) -> ChatStrategy:
         eot_tokens=cfg.eot_tokens,
         message_field_training=ds.message_field_training,
         message_field_training_detail=ds.message_field_training_detail,
-        thinking_key=ds.template_thinking_key or "reasoning_content",
+        thinking_key=thinking_key,
         split_thinking=bool(ds.split_thinking),
         drop_system_message=bool(ds.drop_system_message),
         template_kwargs=dict(cfg.chat_template_kwargs or {}),

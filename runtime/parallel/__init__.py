@@ -3,7 +3,8 @@
 The training recipe calls three hooks, in this order, and nothing else:
 
 * ``training_args_overrides(cfg, env, precision)`` -> keys merged into TrainingArguments (``fsdp``/``fsdp_config``
-  translated from Axolotl spelling, ``deepspeed`` resolved from a preset/path to a concrete dict);
+  translated from Axolotl spelling, ``deepspeed`` resolved from a preset/path to a concrete dict; on CPU
+  DeepSpeed's JIT-built shared-memory comm op is switched off here, before anything initialises DeepSpeed);
 * ``prepare_model(model, cfg, env)`` after the model (and adapter) is built: context parallelism's attention and
   input sharding;
 * ``prepare_trainer(trainer, cfg, env)`` right after the Trainer exists: FSDP on CPU (accelerate drops it there),
@@ -38,6 +39,10 @@ def training_args_overrides(cfg: Any, env: Any, precision: Any = None, *, total_
             out["gradient_checkpointing"] = False
     if cfg.deepspeed:
         require_deepspeed()
+        if getattr(precision, "device", None) == "cpu":
+            from mudpuppy.runtime.parallel.deepspeed import skip_cpu_shm_comm
+
+            skip_cpu_shm_comm()
         from mudpuppy.runtime.train.args import gradient_accumulation
 
         mode = getattr(precision, "mode", None)
@@ -61,6 +66,16 @@ def before_model_load(cfg: Any, env: Any, precision: Any = None) -> Any:
     ds = training_args_overrides(cfg, env, precision)["deepspeed"]
     if zero_stage(ds) != 3:
         return None
+    if env.world_size > 1:
+        # zero.Init parses the config (batch = micro x accum x world) before it would start the process group
+        # itself, so without this it sees world size 1 and fails its batch-size assertion on every rank
+        import deepspeed
+
+        from mudpuppy.runtime.parallel.dist import init_process_group
+
+        init_process_group()
+        deepspeed.init_distributed(dist_backend="nccl" if getattr(precision, "device", None) == "cuda" else "gloo",
+                                   auto_mpi_discovery=False)
     from transformers.integrations import HfDeepSpeedConfig
 
     return HfDeepSpeedConfig(ds)
@@ -115,7 +130,7 @@ def prepare_trainer(trainer: Any, cfg: Any, env: Any) -> Any:
 
         final = final_state_dict_type(cfg)
 
-        class FinalStateDict(TrainerCallback):  # type: ignore[misc]
+        class FinalStateDict(TrainerCallback):
             def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
                 use_final_state_dict_type(trainer, final)
 

@@ -138,6 +138,28 @@ def offloads(ds: dict[str, Any]) -> bool:
                for k in ("offload_optimizer", "offload_param"))
 
 
+def skip_cpu_shm_comm() -> bool:
+    """Keep DeepSpeed's comm layer on plain gloo on CPU instead of JIT-compiling its shared-memory all-reduce.
+
+    On the CPU accelerator DeepSpeed's ``TorchBackend`` builds ``deepspeed_shm_comm`` with g++ the first time any
+    process initialises it (the ranks of a torchrun then wait on one build lock). That took 35 s on an idle 2-core
+    box and 5 minutes on a loaded one, which looked like a hang after setup. The op only speeds up CPU all-reduce;
+    training on CPU is a test/debug path, so we mark it incompatible and DeepSpeed falls back to torch.distributed.
+    ``MUDPUPPY_DEEPSPEED_SHM=1`` keeps DeepSpeed's default. Must run before ``deepspeed.init_distributed`` (i.e.
+    before TrainingArguments); returns whether it disabled the op.
+    """
+    import os
+
+    if os.environ.get("MUDPUPPY_DEEPSPEED_SHM") == "1":
+        return False
+    import deepspeed.ops
+    from deepspeed.ops.op_builder.cpu.comm import ShareMemCommBuilder
+
+    # deepspeed probes this dict once per process and keeps edits to it (deepspeed/ops/__init__.py)
+    deepspeed.ops.__compatible_ops__[ShareMemCommBuilder.NAME] = False
+    return True
+
+
 def require_deepspeed() -> None:
     import importlib.util
 

@@ -208,9 +208,9 @@ def shard_model(model: Any, mesh: Any = None, *, reshard_after_forward: bool = T
     if offload:
         kwargs["offload_policy"] = CPUOffloadPolicy()
     classes = layer_classes if layer_classes is not None else decoder_layer_classes(model)
-    for module in list(model.modules()):
-        if classes and isinstance(module, classes):
-            fully_shard(module, **kwargs)
+    layers: list[Any] = [m for m in model.modules() if classes and isinstance(m, classes)]
+    for module in layers:
+        fully_shard(module, **kwargs)
     fully_shard(model, **kwargs)
     return model
 

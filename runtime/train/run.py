@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from mudpuppy.launcher.contract import ENV_RUN_ID, ENV_VOLUME, EXIT_OK, EXIT_REQUEUE
+from mudpuppy.launcher.contract import ENV_RUN_ID, ENV_VOLUME, EXIT_OK, EXIT_REQUEUE, mark_requeue
 from mudpuppy.launcher.errors import UserError
 from mudpuppy.runtime.env import Env, read_env
 from mudpuppy.runtime.train.signals import PreemptionWatcher
@@ -84,6 +84,7 @@ def _run(cfg: Any, env: Env, watcher: Any, stream: TextIO, extra_callbacks: list
                         hint="check the dataset paths/types and sequence_len")
     if watcher.requested:
         _say(stream, env, "preempted before training started; nothing new to save")
+        mark_requeue(env.rank)
         return EXIT_REQUEUE
 
     from mudpuppy.runtime import parallel
@@ -149,8 +150,9 @@ def _run(cfg: Any, env: Env, watcher: Any, stream: TextIO, extra_callbacks: list
     if env.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
         clear_staging(output_dir)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    # ZeRO-3 leaves each rank a local slice; ds_numel is the parameter's full size
+    trainable = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad)
+    total = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
     _say(stream, env, f"{len(train_ds)} train rows, {len(eval_ds) if eval_ds is not None else 0} eval rows, "
                       f"{plan.total_steps} steps, {precision.mode} on {precision.device}, "
                       f"{trainable:,}/{total:,} params trainable"
@@ -161,6 +163,7 @@ def _run(cfg: Any, env: Env, watcher: Any, stream: TextIO, extra_callbacks: list
     if preemption.preempted:
         volume.close()  # the preemption checkpoint must reach the volume before we exit
         _say(stream, env, f"checkpoint saved at step {trainer.state.global_step}; exiting {EXIT_REQUEUE} for requeue")
+        mark_requeue(env.rank)
         return EXIT_REQUEUE
 
     from mudpuppy.runtime.output import save_final

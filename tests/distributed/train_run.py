@@ -24,6 +24,18 @@ def main() -> int:
             seen["dtensor"] = bool(params) and all(isinstance(p, DTensor) for p in params)
             seen["wrapper"] = type(model).__name__
             seen["distributed_type"] = str(self.accelerator.distributed_type)
+            inner = getattr(model, "module", model)
+            cp = getattr(inner, "_mudpuppy_cp", None)
+            if cp is not None:  # record the sequence length one rank really embeds vs the full batch width
+                widths: list[int] = []
+                handle = inner.get_input_embeddings().register_forward_hook(
+                    lambda _m, _i, out: widths.append(int(out.shape[1])))
+                try:
+                    return original(self, model, *args, **kwargs)
+                finally:
+                    handle.remove()
+                    seen["cp_local_len"] = widths[0]
+                    seen["cp_full_len"] = int(cp.segments.shape[1])
         return original(self, model, *args, **kwargs)
 
     trainer_module.MudpuppyTrainer.training_step = training_step

@@ -3,7 +3,9 @@
 It opens the bundle with ``open_bundle`` (as the runtime does), reads its data file through the bundle path,
 counts steps with a checkpoint file, saves and exits 75 on SIGUSR1/SIGTERM, and writes ``final.txt`` into
 ``output_dir``. Behaviour comes from plain env vars set through ``launch.env``: FAKE_STEPS, FAKE_STEP_S and
-FAKE_EXIT (exit with that code at once). The real runtime is exercised by the end-to-end tests.
+FAKE_EXIT (exit with that code at once). Like the runtime, a second signal (another one, or the same one
+after ``REPEAT_WINDOW_S``) exits at once with 128+signum and no save, so a double delivery shows up in tests.
+The real runtime is exercised by the end-to-end tests.
 """
 
 from __future__ import annotations
@@ -17,13 +19,20 @@ from pathlib import Path
 import yaml
 
 from mudpuppy.launcher.bundle import open_bundle
+from mudpuppy.launcher.contract import mark_requeue
 
-stop = False
+REPEAT_WINDOW_S = 2.0  # as runtime.train.signals
+stop: tuple[int, float] | None = None
 
 
 def _on_signal(signum: int, _frame: object) -> None:
     global stop
-    stop = True
+    if stop is not None:
+        if stop[0] == signum and time.monotonic() - stop[1] < REPEAT_WINDOW_S:
+            return
+        print(f"fake runtime: second signal {signal.Signals(signum).name}; exiting now", flush=True)
+        os._exit(128 + signum)
+    stop = (signum, time.monotonic())
     print(f"fake runtime: got {signal.Signals(signum).name}", flush=True)
 
 
@@ -54,6 +63,7 @@ def main() -> int:
             tmp.write_text(str(step))
             tmp.replace(ckpt)
             print(f"fake runtime: saved step {step}, exiting 75", flush=True)
+            mark_requeue(rank)
             return 75
         time.sleep(delay)
         step += 1

@@ -69,7 +69,8 @@ def test_preempted_run_restarts_and_resumes_then_cancel(project: Path) -> None:
     wait_for(lambda: _status(run)["status"] in ("succeeded", "failed"), 60, 0.5, "the run to finish")
     status = _status(run)
     log = mp("logs", run).stdout
-    assert status["status"] == "succeeded" and status["attempts"] == 2, log
+    assert status["status"] == "succeeded" and status["attempts"] == 2 and status["restarts"] == 1, log
+    assert "attempts: 2" in mp("status", run).stdout  # the human view shows them too, from the registry
     assert "saved step" in log and "resumed from step" in log and "preempted (exit 75)" in log
 
     long = mp("launch", CFG, "--detach", *_fake(FAKE_STEPS="1000", FAKE_STEP_S="0.2"))

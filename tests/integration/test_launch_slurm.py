@@ -53,7 +53,8 @@ def test_two_node_job_preempted_requeues_and_resumes(slurm: SlurmCluster, projec
     log = _log(project, run)
     summary = "\n".join(line for line in log.splitlines() if "/40 loss" not in line)
     assert status["status"] == "succeeded", summary
-    assert status["attempts"] == 3 and status["native"] == "COMPLETED", summary
+    assert status["attempts"] == 3 and status["restarts"] == 2 and status["native"] == "COMPLETED", summary
+    assert "attempts: 3" in mp("status", run).stdout
     assert "preemption notice" in log and log.count("requeueing (restart") == 1, summary  # ours, once
     assert "node stopped by SIGTERM" in log and "Traceback" not in log, summary  # SLURM's requeue
     assert "rank 0/2" in log and "rank 1/2" in log and "node 1" in log

@@ -115,3 +115,66 @@ def test_two_hosts_rendezvous_at_the_first(sshd: Sshd, project: Path) -> None:
     assert "rank 0/2" in (runs / "node0" / "output.log").read_text()
     assert "rank 1/2" in (runs / "node1" / "output.log").read_text()
     assert (runs / "node0" / "outputs/tiny-alpaca/final.txt").read_text() == "steps=3 world=2\n"
+
+
+def _fake_tools(folder: Path) -> Path:
+    """``docker`` and ``apptainer`` wrappers around tests/infra/fake_container.py; calls logged to calls.jsonl."""
+    import sys
+
+    folder.mkdir()
+    for tool in ("docker", "apptainer"):
+        wrapper = folder / tool
+        wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} -m mudpuppy.tests.infra.fake_container "
+                           f"{folder / 'calls.jsonl'} {tool} \"$@\"\n")
+        wrapper.chmod(0o755)
+    return folder / "calls.jsonl"
+
+
+def test_image_runs_through_the_container_tool_with_secrets_by_name(project: Path) -> None:
+    """launch.image on an ssh host: the job runs through `docker run` (then `apptainer exec`) found on the host's
+    PATH; secrets reach the job by name, never on the tool's argv; a preemption restarts inside the image and
+    `mudpuppy status` shows the attempts."""
+    import sys
+
+    from mudpuppy.tests.infra.services import start_sshd
+
+    calls = _fake_tools(project / "fakebin")
+    host = start_sshd(set_env={"PATH": f"{calls.parent}:/usr/bin:/bin"})
+    try:
+        args = ssh_args(host, project)
+        args += ["--launch.image", "ghcr.io/acme/train:1", "--launch.ssh.container_python", sys.executable]
+        proc = mp("launch", CFG, *args, "--name", "indocker", "--detach", "--launch.secrets", "[HF_TOKEN]",
+                  "--launch.env.FAKE_STEPS", "30", "--launch.env.FAKE_STEP_S", "0.1", env={"HF_TOKEN": SECRET})
+        assert proc.returncode == 0, proc.stderr
+        run = proc.stdout.strip()
+        node0 = project / "remote" / "runs" / run / "node0"
+        log = node0 / "output.log"
+        wait_for(lambda: log.exists() and "step 3/" in log.read_text(), 60, 0.2, "the job to run in the image")
+        import os
+        import signal
+
+        os.kill(int((node0 / "supervisor.pid").read_text()), signal.SIGUSR1)  # a preemption notice
+        wait_for(lambda: _status(run)["status"] in ("succeeded", "failed"), 90, 0.5, "the run to finish")
+        text = mp("status", run, timeout=60).stdout
+        logs = mp("logs", run).stdout
+        assert _status(run)["status"] == "succeeded", logs
+        assert "attempts: 2" in text and "restarts: 1" in text, text
+        assert "secret True" in logs and "resumed from step" in logs and "attempt 1 node" in logs, logs
+        recorded = [json.loads(line) for line in calls.read_text().splitlines()]
+        assert [c["tool"] for c in recorded] == ["docker", "docker"]  # one container per attempt
+        argv = recorded[0]["argv"]
+        assert argv[:2] == ["run", "--rm"] and "ghcr.io/acme/train:1" in argv and "--network=host" in argv
+        assert "--env=HF_TOKEN" in argv and "--env=MUDPUPPY_ATTEMPT" in argv
+        assert f"--volume={project / 'remote'}:{project / 'remote'}" in argv
+        assert f"--user={os.getuid()}:{os.getgid()}" in argv
+        assert (node0 / "outputs/tiny-alpaca/final.txt").read_text() == "steps=30 world=1\n"
+
+        proc = mp("launch", CFG, *args, "--name", "inapptainer", "--launch.ssh.container", "apptainer",
+                  "--launch.secrets", "[HF_TOKEN]", "--launch.env.FAKE_STEPS", "2", env={"HF_TOKEN": SECRET})
+        assert proc.returncode == 0, proc.stderr
+        assert "fake runtime: done" in proc.stdout and "secret True" in proc.stdout
+        recorded = [json.loads(line) for line in calls.read_text().splitlines()]
+        assert recorded[-1]["tool"] == "apptainer" and recorded[-1]["argv"][0] == "exec"
+        assert SECRET not in calls.read_text()  # no secret value on any container command line
+    finally:
+        host.stop()

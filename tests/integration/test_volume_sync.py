@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from mudpuppy.launcher.contract import ENV_VOLUME
 from mudpuppy.runtime.checkpoints.manifest import MANIFEST_NAME, verify
 from mudpuppy.runtime.checkpoints.sync import (

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
 NOT_PACKAGED = {"tests", "bench", ".venv", ".demo", "build", "dist", ".git", "templates"}
@@ -35,7 +35,8 @@ def test_every_subpackage_is_declared_in_pyproject() -> None:
 @pytest.mark.slow
 def test_wheel_contains_code_and_templates(tmp_path: Path) -> None:
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path),
+         str(ROOT)],
         check=True,
         timeout=300,
     )

@@ -51,6 +51,13 @@ class SSHOptions(Section):
     python: str | None = Field(None, description="Remote interpreter that already has mudpuppy + deps; skips the venv.")
     nproc_per_node: int | None = Field(None, ge=1)
     master_port: int = Field(29500, ge=1, le=65535)
+    container: Literal["docker", "apptainer", "singularity"] = Field(
+        "docker", description="How launch.image runs on each host (the host needs that tool on its PATH)."
+    )
+    container_python: str = Field("python3", description="Interpreter inside launch.image that has mudpuppy.")
+    container_args: list[str] = Field(
+        default_factory=list, description="More options for `docker run` / `apptainer exec`, e.g. ['--shm-size=16g']."
+    )
 
 
 class SlurmOptions(Section):

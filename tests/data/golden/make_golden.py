@@ -27,6 +27,8 @@ def ds(path: str, type_: object, **extra: object) -> dict:
 
 
 CHATML = {"chat_template": "chatml"}
+INLINE_JINJA = ("{% for m in messages %}{{ '### ' + m['role'] | upper + ':\\n' + m['content'] + '\\n' }}"
+                "{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}{% endfor %}")
 CASES: dict[str, dict] = {
     "alpaca": {"datasets": [ds("alpaca.jsonl", "alpaca")]},
     "alpaca_train_on_inputs": {"datasets": [ds("alpaca.jsonl", "alpaca")], "train_on_inputs": True},
@@ -75,6 +77,50 @@ CASES: dict[str, dict] = {
     "chat_mistral": {"datasets": [ds("chat.jsonl", "chat_template", chat_template="mistral_v1")]},
     "chat_tools_jinja": {"datasets": [ds("tools.jsonl", "chat_template", chat_template="jinja",
                                          chat_template_jinja=f"{IN}/tools.jinja")]},
+    "chat_qwen_25": {"chat_template": "qwen_25", "datasets": [ds("chat.jsonl", "chat_template")]},
+    "chat_qwen_25_tools": {"sequence_len": 1024,
+                           "datasets": [ds("tools.jsonl", "chat_template", chat_template="qwen_25")]},
+    "chat_qwen3": {"chat_template": "qwen3", "datasets": [ds("chat_reasoning.jsonl", "chat_template")]},
+    "chat_qwen3_tools": {"sequence_len": 1024,
+                         "datasets": [ds("tools.jsonl", "chat_template", chat_template="qwen3")]},
+    "chat_qwen3_think_inline": {"chat_template": "qwen3", "datasets": [ds("chat_think.jsonl", "chat_template")]},
+    "chat_qwen3_split_thinking": {"chat_template": "qwen3", "datasets": [ds(
+        "chat_think.jsonl", "chat_template", split_thinking=True)]},
+    "chat_qwen3_eot": {"chat_template": "qwen3", "eot_tokens": ["<|im_end|>"], "datasets": [ds(
+        "chat_reasoning.jsonl", "chat_template", train_on_eot="turn")]},
+    "chat_qwen3_field_thinking": {"chat_template": "qwen3", "datasets": [ds(
+        "chat_reasoning.jsonl", "chat_template", field_thinking="reasoning_content",
+        template_thinking_key="reasoning_content", roles_to_train=["assistant", "user"])]},
+    "chat_phi_35": {"chat_template": "phi_35", "datasets": [ds("chat.jsonl", "chat_template")]},
+    "chat_phi_4": {"sequence_len": 1024, "datasets": [ds("chat.jsonl", "chat_template", chat_template="phi_4")]},
+    "chat_gemma3": {"chat_template": "gemma3", "datasets": [ds("chat.jsonl", "chat_template")]},
+    "chat_cohere": {"chat_template": "cohere", "datasets": [ds("chat.jsonl", "chat_template")]},
+    "chat_fallback_to_named": {"chat_template": "tokenizer_default_fallback_qwen_25",
+                               "datasets": [ds("chat.jsonl", "chat_template")]},
+    "chat_fallback_prefers_tokenizer": {**CHATML, "datasets": [ds(
+        "chat.jsonl", "chat_template", chat_template="tokenizer_default_fallback_qwen_25")]},
+    "chat_jinja_inline": {"chat_template": "jinja", "chat_template_jinja": INLINE_JINJA,
+                          "datasets": [ds("chat.jsonl", "chat_template")]},
+    "chat_jinja_file_root": {"chat_template": "jinja", "chat_template_jinja": f"{IN}/tools.jinja",
+                             "datasets": [ds("tools.jsonl", "chat_template")]},
+    "chat_jinja_inline_ds": {"datasets": [ds("chat.jsonl", "chat_template", chat_template="jinja",
+                                             chat_template_jinja=INLINE_JINJA)]},
+    # Axolotl gives a chat_template entry without its own chat_template the tokenizer's template, so a
+    # dataset-level chat_template_jinja alone is ignored there.
+    "chat_jinja_ds_without_choice": {**CHATML, "datasets": [ds("chat.jsonl", "chat_template",
+                                                             chat_template_jinja=INLINE_JINJA)]},
+    "context_qa": {"datasets": [ds("context_qa.jsonl", "context_qa")]},
+    "context_qa_404": {"datasets": [ds("context_qa.jsonl", "context_qa.load_404")]},
+    "context_qa_v2": {"datasets": [ds("context_qa.jsonl", "context_qa.load_v2")]},
+    "context_qa_train_on_inputs": {"train_on_inputs": True, "datasets": [ds("context_qa.jsonl", "context_qa")]},
+    "orcamini": {"datasets": [ds("orca.jsonl", "orcamini")]},
+    "open_orca": {"datasets": [ds("orca.jsonl", "alpaca_w_system.load_open_orca")]},
+    "open_orca_chatml": {"datasets": [ds("orca.jsonl", "alpaca_w_system.load_open_orca_chatml")]},
+    "metharme": {"datasets": [ds("metharme.jsonl", "metharme")]},
+    "metharme_short": {"sequence_len": 24, "excess_length_strategy": "truncate",
+                       "datasets": [ds("metharme.jsonl", "metharme")]},
+    "pygmalion": {"datasets": [ds("pygmalion.jsonl", "pygmalion")]},
+    "pygmalion_train_on_inputs": {"train_on_inputs": True, "datasets": [ds("pygmalion.jsonl", "pygmalion")]},
     "packing_alpaca": {"datasets": [ds("alpaca.jsonl", "alpaca")], "sample_packing": True, "val_set_size": 0.1},
     "packing_chat": {**CHATML, "sample_packing": True, "datasets": [ds("chat.jsonl", "chat_template")]},
     "merged_two": {**CHATML, "datasets": [ds("alpaca.jsonl", "alpaca"), ds("chat.jsonl", "chat_template")],

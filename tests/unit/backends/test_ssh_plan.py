@@ -41,3 +41,46 @@ def test_host_list_errors() -> None:
         _plan()
     with pytest.raises(UserError, match="lists only 1"):
         _plan(nodes=2, ssh={"hosts": ["h"]})
+
+
+CONTAINER_MATRIX: dict[str, dict] = {
+    "docker_gpu_secret": {"image": "ghcr.io/acme/train:1", "gpus": "H100:2", "secrets": ["HF_TOKEN"],
+                          "env": {"WANDB_MODE": "offline"},
+                          "ssh": {"hosts": ["u@g1"], "container_args": ["--shm-size=16g"]}},
+    "apptainer_two_hosts_cpu": {"image": "/shared/train.sif", "nodes": 2,
+                                "ssh": {"hosts": ["g1", "g2"], "container": "apptainer",
+                                        "python": "/opt/host/bin/python", "container_python": "/venv/bin/python"}},
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONTAINER_MATRIX))
+def test_container_plan_golden(case: str) -> None:
+    """The exact command each host runs inside launch.image (regenerate: MUDPUPPY_UPDATE_GOLDEN=1, review diff)."""
+    import os
+
+    plan = _plan(**CONTAINER_MATRIX[case])
+    golden = Path(__file__).parent / "golden" / f"ssh_{case}.sh"
+    if os.environ.get("MUDPUPPY_UPDATE_GOLDEN"):
+        golden.write_text(plan.script)
+    assert plan.script == golden.read_text()
+    for script in plan.extra["host_scripts"].values():
+        assert subprocess.run(["bash", "-n", "-c", script], check=False).returncode == 0
+        assert "-m venv" not in script  # the image replaces the venv
+
+
+def test_container_passes_env_by_name_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", "hf_value_never_in_a_plan")
+    plan = _plan(image="img:1", gpus="2", secrets=["HF_TOKEN"], env={"A": "1"}, ssh={"hosts": ["h"]})
+    script = plan.extra["host_scripts"]["h"]
+    assert "--env=HF_TOKEN " in script and "--env=A " in script and "--env=MUDPUPPY_ATTEMPT " in script
+    assert "hf_value_never_in_a_plan" not in plan.render() and "--gpus=all" in script and "--network=host" in script
+    assert "--gpus" not in _plan(image="img:1", ssh={"hosts": ["h"]}).script  # no GPUs asked: none passed
+    plain = _plan(ssh={"hosts": ["h"]}).script
+    assert "docker" not in plain and "-m venv" in plain
+
+
+def test_container_without_host_python_or_wheel_is_a_user_error() -> None:
+    bare = Bundle(path=Path("/l/abc.tar.gz"), digest="abc" * 20, config_text="", files={}, image={"python": "3.11"})
+    backend = SSHBackend(LaunchSection.model_validate({"backend": "ssh", "image": "i", "ssh": {"hosts": ["h"]}}))
+    with pytest.raises(UserError, match="launch.ssh.python"):
+        backend.plan(bare, "run1")

@@ -53,7 +53,9 @@ def test_help_imports_no_heavy_modules() -> None:
 
 def test_user_error_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = tmp_path / "cfg.yml"
-    cfg.write_text("base_model: m\nlearning_rate: 1e-4\nlora_alpah: 3\ndatasets:\n  - path: a.jsonl\n    type: alpaca\n")
+    cfg.write_text(
+        "base_model: m\nlearning_rate: 1e-4\nlora_alpah: 3\ndatasets:\n  - path: a.jsonl\n    type: alpaca\n"
+    )
     code, out, err = run_main(["config", "validate", str(cfg)], capsys)
     assert code == 2
     assert out == ""
@@ -73,7 +75,9 @@ def test_several_problems_are_one_line_each(tmp_path: Path, capsys: pytest.Captu
 def test_missing_config_file(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_main(["config", "show", "/nonexistent/cfg.yml"], capsys)
     assert code == 2
-    assert err.strip() == "error: config file /nonexistent/cfg.yml does not exist (check the path; it is relative to here)"
+    assert err.strip() == (
+        "error: config file /nonexistent/cfg.yml does not exist (check the path; it is relative to here)"
+    )
 
 
 def test_config_show_resolves_defaults_and_overrides(capsys: pytest.CaptureFixture[str]) -> None:

@@ -111,7 +111,8 @@ def test_missing_required_key() -> None:
 def test_conflicting_options_name_the_key_and_line(extra: str, key: str, needle: str) -> None:
     lines = problems(BASE + extra)
     assert len(lines) == 1, lines
-    line_no = 1 + (BASE + extra).splitlines().index(next(l for l in (BASE + extra).splitlines() if l.startswith(key + ":")))
+    source_lines = (BASE + extra).splitlines()
+    line_no = 1 + next(i for i, text in enumerate(source_lines) if text.startswith(key + ":"))
     assert lines[0].startswith(f"cfg.yml:{line_no}: {key}: "), lines
     assert needle in lines[0]
 

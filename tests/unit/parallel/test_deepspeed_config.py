@@ -115,3 +115,46 @@ def test_training_args_override_gives_transformers_a_dict(tmp_path: Path) -> Non
     ds = out["deepspeed"]
     assert isinstance(ds, dict) and ds["gradient_accumulation_steps"] == 2 and ds["train_batch_size"] == 16
     assert ds["bf16"]["enabled"] is True
+
+
+@pytest.fixture
+def shm_flag() -> Any:
+    """deepspeed's per-process op table, restored after the test edits it."""
+    pytest.importorskip("deepspeed")
+    import deepspeed.ops
+    from deepspeed.ops.op_builder.cpu.comm import ShareMemCommBuilder
+
+    table = deepspeed.ops.__compatible_ops__
+    saved = table.get(ShareMemCommBuilder.NAME)
+    table[ShareMemCommBuilder.NAME] = True
+    yield table, ShareMemCommBuilder.NAME
+    table[ShareMemCommBuilder.NAME] = saved
+
+
+@pytest.mark.parametrize("device, expect_disabled", [("cpu", True), ("cuda", False)])
+def test_cpu_runs_never_jit_build_the_shm_comm_op(tmp_path: Path, shm_flag: Any, monkeypatch: pytest.MonkeyPatch,
+                                                  device: str, expect_disabled: bool) -> None:
+    # the g++ build of this op on the first DeepSpeed init is what looked like a hang on 2 gloo ranks
+    monkeypatch.delenv("MUDPUPPY_DEEPSPEED_SHM", raising=False)
+    table, name = shm_flag
+
+    class P:
+        mode = "fp32"
+
+    P.device = device  # type: ignore[attr-defined]
+    training_args_overrides(cfg_of(tmp_path, deepspeed="zero2"), Env(world_size=2), P())
+    assert table[name] is (not expect_disabled)
+    from deepspeed.comm.torch import build_shm_op
+
+    if expect_disabled:
+        assert build_shm_op() is None  # what TorchBackend calls: no build, gloo all-reduce
+
+
+def test_shm_comm_op_can_be_kept_on_request(shm_flag: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mudpuppy.runtime.parallel.deepspeed import skip_cpu_shm_comm
+
+    table, name = shm_flag
+    monkeypatch.setenv("MUDPUPPY_DEEPSPEED_SHM", "1")
+    assert skip_cpu_shm_comm() is False and table[name] is True
+    monkeypatch.delenv("MUDPUPPY_DEEPSPEED_SHM")
+    assert skip_cpu_shm_comm() is True and table[name] is False
