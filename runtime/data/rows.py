@@ -35,7 +35,3 @@ def need(row: Mapping[str, Any], field: str) -> Any:
 def optional_text(row: Mapping[str, Any], field: str) -> Any:
     value = row.get(field)
     return "" if value is None else value
-
-
-def empty_row() -> Row:
-    return {"input_ids": [], "attention_mask": [], "labels": []}

@@ -132,12 +132,6 @@ def zero_stage(ds: dict[str, Any]) -> int:
     return int((ds.get("zero_optimization") or {}).get("stage", 0))
 
 
-def offloads(ds: dict[str, Any]) -> bool:
-    zero = ds.get("zero_optimization") or {}
-    return any((zero.get(k) or {}).get("device", "none") not in ("none", None)
-               for k in ("offload_optimizer", "offload_param"))
-
-
 def skip_cpu_shm_comm() -> bool:
     """Keep DeepSpeed's comm layer on plain gloo on CPU instead of JIT-compiling its shared-memory all-reduce.
 
