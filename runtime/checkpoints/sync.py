@@ -42,10 +42,11 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mudpuppy.launcher.contract import ENV_VOLUME
+from mudpuppy.runtime.checkpoints import verified
 from mudpuppy.runtime.checkpoints.manifest import (
     MANIFEST_NAME,
     FileEntry,
@@ -66,6 +67,7 @@ OUTPUTS_MANIFEST = "mudpuppy-outputs.json"
 SNAPSHOT_DIR = ".mudpuppy-upload"
 DOWNLOAD_PREFIX = ".download-"
 SIDE_FILES = ("metrics.jsonl", "logs")
+UNREADABLE_MANIFEST = f"truncated or unreadable {MANIFEST_NAME}"
 
 
 class SyncError(RuntimeError):
@@ -109,7 +111,7 @@ def _describe(volume: Volume, name: str, step: int, sizes: dict[str, int]) -> Re
     try:
         manifest = Manifest.from_json(text or "")
     except (ValueError, KeyError, TypeError):
-        return RemoteCheckpoint(name, step, None, False, "unreadable manifest", sizes)
+        return RemoteCheckpoint(name, step, None, False, UNREADABLE_MANIFEST, sizes)
     for entry in manifest.files:
         if sizes.get(entry.path) != entry.size:
             got = sizes.get(entry.path)
@@ -224,19 +226,24 @@ def upload_side_files(volume: Volume, output_dir: Path, names: Iterable[str] = S
 # --- downloading ---------------------------------------------------------------------------------------------
 def restore_latest(volume: Volume, output_dir: Path) -> Path | None:
     """Make ``output_dir`` hold the newest verified checkpoint, pulling it from the volume when the volume has
-    a newer one than the newest complete local checkpoint. Returns the checkpoint to resume from, or None.
+    a newer one than the newest sha256-verified local checkpoint. Returns the checkpoint to resume from, or None.
 
     A partial or corrupt newest checkpoint on the volume is skipped with a warning and the previous one tried.
+    When damaged checkpoints exist (locally or on the volume) and none verifies anywhere, this refuses
+    (``UserError``) rather than letting the run start from step 0 over them.
     """
     output_dir.mkdir(parents=True, exist_ok=True)
     _clean_temp_dirs(output_dir)
     volume.reload()
-    local = latest_complete_checkpoint(output_dir)
-    local_step = checkpoint_step(local) if local is not None else None
+    local = verified.scan(output_dir)
+    local_step = local.verified_step
+    damaged = [why for _, why in local.bad]
     for ckpt in reversed(remote_checkpoints(volume)):
         if local_step is not None and ckpt.step <= local_step:
             break
         if not ckpt.complete:
+            if ckpt.manifest is not None or ckpt.problem == UNREADABLE_MANIFEST:
+                damaged.append(f"{ckpt.name} on {volume.url}: {ckpt.problem}")
             log.warning(
                 "%s on %s is incomplete (%s); falling back to the previous checkpoint",
                 ckpt.name,
@@ -247,8 +254,11 @@ def restore_latest(volume: Volume, output_dir: Path) -> Path | None:
         try:
             return download_checkpoint(volume, ckpt, output_dir)
         except SyncError as exc:
+            damaged.append(f"{ckpt.name} on {volume.url}: {exc}")
             log.warning("%s on %s is corrupt (%s); falling back to the previous checkpoint", ckpt.name, volume.url, exc)
-    return local
+    if local.verified is None and damaged:
+        raise verified.refuse(output_dir, damaged)
+    return local.verified
 
 
 def download_checkpoint(volume: Volume, ckpt: RemoteCheckpoint, output_dir: Path) -> Path:
@@ -257,7 +267,7 @@ def download_checkpoint(volume: Volume, ckpt: RemoteCheckpoint, output_dir: Path
     tmp = output_dir / f"{DOWNLOAD_PREFIX}{ckpt.name}-{uuid.uuid4().hex[:8]}"
     try:
         for entry in ckpt.manifest.files:
-            target = tmp / entry.path
+            target = _entry_target(volume, ckpt.name, entry.path, tmp)
             volume.get_file(f"{ckpt.name}/{entry.path}", target)
             digest = sha256_file(target)
             if digest != entry.sha256:
@@ -265,7 +275,9 @@ def download_checkpoint(volume: Volume, ckpt: RemoteCheckpoint, output_dir: Path
         tmp.mkdir(parents=True, exist_ok=True)
         write_text_atomic(tmp / MANIFEST_NAME, ckpt.manifest.to_json())
         final = output_dir / ckpt.name
-        if final.exists():  # an incomplete local copy (no valid manifest): ours is verified
+        if (final / MANIFEST_NAME).exists():  # a damaged local copy: kept aside for inspection, never deleted
+            verified.quarantine(final)
+        elif final.exists():  # an incomplete local copy (no manifest): ours is verified
             shutil.rmtree(final)
         os.replace(tmp, final)
     except BaseException:
@@ -273,6 +285,24 @@ def download_checkpoint(volume: Volume, ckpt: RemoteCheckpoint, output_dir: Path
         raise
     log.info("restored %s from %s (sha256 verified)", ckpt.name, volume.url)
     return final
+
+
+def _entry_target(volume: Volume, name: str, rel: str, tmp: Path) -> Path:
+    """Where a manifest entry lands: refused (``SyncError``, so the checkpoint counts as damaged) when it is
+    absolute, climbs out with ``..``, or is read through a symlink on the volume; a hand-edited or hostile
+    manifest can therefore neither write outside the output folder nor copy files from outside the volume."""
+    parts = PurePosixPath(rel).parts
+    if not parts or "\0" in rel or rel.startswith(("/", "\\")) or any(p in ("..", ".") for p in parts):
+        raise SyncError(f"manifest entry {rel!r} escapes the checkpoint folder; refusing it")
+    if volume.is_local:
+        folder = volume.path(name)
+        inside = os.path.join(os.path.realpath(folder), *parts)
+        if os.path.islink(folder) or os.path.realpath(volume.path(f"{name}/{rel}")) != inside:
+            raise SyncError(f"manifest entry {rel!r} is a symlink on the volume; refusing it")
+    target = tmp / rel
+    if not target.resolve().is_relative_to(tmp.resolve()):
+        raise SyncError(f"manifest entry {rel!r} escapes the checkpoint folder; refusing it")
+    return target
 
 
 def _clean_temp_dirs(output_dir: Path) -> None:

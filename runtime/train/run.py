@@ -21,24 +21,28 @@ from mudpuppy.runtime.train.signals import PreemptionWatcher
 log = logging.getLogger("mudpuppy.runtime")
 
 
-def resume_checkpoint(cfg: Any, output_dir: Path, environ: dict[str, str] | None = None) -> Path | None:
-    """The checkpoint to resume from: the one asked for, else the newest complete one when auto-resuming."""
-    from mudpuppy.runtime.checkpoints.manifest import latest_complete_checkpoint, read_manifest
+def resume_checkpoint(cfg: Any, output_dir: Path, environ: dict[str, str] | None = None, *,
+                      is_main: bool = True) -> Path | None:
+    """The checkpoint to resume from: the one asked for, else the newest sha256-verified one when auto-resuming
+    (``runtime.checkpoints.verified``: damaged newer ones are set aside with a warning, or the run refuses)."""
+    from mudpuppy.runtime.checkpoints import verified
+    from mudpuppy.runtime.checkpoints.manifest import MANIFEST_NAME
 
     if cfg.resume_from_checkpoint:
         path = Path(cfg.resume_from_checkpoint)
         if not path.is_dir():
             raise UserError(f"resume_from_checkpoint: {str(path)!r} does not exist")
-        if read_manifest(path) is None and not (path / "trainer_state.json").is_file():
+        if not (path / MANIFEST_NAME).is_file() and not (path / "trainer_state.json").is_file():
             raise UserError(f"resume_from_checkpoint: {str(path)!r} is not a complete checkpoint (no manifest)",
                             hint="pick a checkpoint-N folder with mudpuppy-manifest.json, or use "
                                  "auto_resume_from_checkpoints: true")
+        verified.check_explicit(path)
         return path
     auto = cfg.auto_resume_from_checkpoints
     if auto is None:  # our default: on when a backend launched us or a volume keeps checkpoints; off for plain local
         variables = environ if environ is not None else os.environ
         auto = bool(variables.get(ENV_RUN_ID) or variables.get(ENV_VOLUME) or cfg.launch.volume)
-    return latest_complete_checkpoint(output_dir) if auto else None
+    return verified.choose(output_dir, is_main=is_main) if auto else None
 
 
 def run_training(cfg: Any, *, env: Env | None = None, stream: TextIO | None = None,
@@ -146,7 +150,7 @@ def _run(cfg: Any, env: Env, watcher: Any, stream: TextIO, extra_callbacks: list
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(HFProgress)
 
-    resume = resume_checkpoint(cfg, output_dir)
+    resume = resume_checkpoint(cfg, output_dir, is_main=env.is_main)
     if env.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
         clear_staging(output_dir)
