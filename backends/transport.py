@@ -67,6 +67,7 @@ class LocalTransport:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
         shutil.copyfile(local, tmp)
+        shutil.copymode(local, tmp)  # a private (0600) bundle stays private, as fabric's put keeps modes too
         tmp.replace(target)
 
     def stream(self, command: str) -> Iterator[str]:

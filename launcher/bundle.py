@@ -34,6 +34,7 @@ from mudpuppy.launcher.contract import (
     BUNDLE_WHEEL_DIR,
     ENV_WORKDIR,
 )
+from mudpuppy.launcher.errors import UserError
 
 if TYPE_CHECKING:
     from mudpuppy.launcher.config.schema import Config
@@ -130,35 +131,49 @@ _FILE_KEYS = ("deepspeed", "chat_template_jinja")
 _DATASET_LISTS = ("datasets", "test_datasets")
 
 
-def build_bundle(config: Config, store: Path, *, wheel: Path | None = None) -> Bundle:
-    """Write (or reuse) the bundle of ``config`` under ``store``; local paths resolve against the cwd."""
+def build_bundle(config: Config, store: Path, *, wheel: Path | None = None,
+                 confine_to: Path | None = None) -> Bundle:
+    """Write (or reuse) the bundle of ``config`` under ``store``; local paths resolve against the cwd.
+
+    ``confine_to`` (set for configs fetched from a URL, see ``local_root_for``) refuses local files outside
+    that folder: a config someone else wrote must not ship ``~/.aws/credentials`` to a cluster.
+    """
     import yaml
 
     from mudpuppy.launcher.image import image_spec
 
     data = config.model_dump(mode="json", exclude_unset=True)
     data.pop("launch", None)
-    copies = _Copies()
+    copies = _Copies(confine_to)
     for key in _MODEL_KEYS:
         if isinstance(data.get(key), str):
-            data[key] = copies.add(data[key], f"{key}")
+            data[key] = copies.add(data[key], f"{key}", key)
     for key in _FILE_KEYS:
         value = data.get(key)
         if isinstance(value, str) and "{" not in value and "\n" not in value:
-            data[key] = copies.add(value, key)
+            data[key] = copies.add(value, key, key)
     for list_key in _DATASET_LISTS:
         for index, entry in enumerate(data.get(list_key) or []):
             if not isinstance(entry, dict):
                 continue
             prefix = f"{list_key}/{index}"
+            label = f"{list_key}[{index}]"
+            folder = None
             if isinstance(entry.get("path"), str):
-                entry["path"] = copies.add(entry["path"], prefix)
-            if isinstance(entry.get("data_files"), str):
-                entry["data_files"] = copies.add(entry["data_files"], prefix)
-            elif isinstance(entry.get("data_files"), list):
-                entry["data_files"] = [copies.add(p, prefix) if isinstance(p, str) else p for p in entry["data_files"]]
+                local = Path(entry["path"]).expanduser()
+                entry["path"] = copies.add(entry["path"], prefix, f"{label}.path")
+                folder = local if local.is_dir() else None
+            files = entry.get("data_files")
+            if folder is not None and isinstance(files, (str, list)):
+                entry["data_files"] = _folder_data_files(copies, folder, entry["path"], files, label)
+            elif isinstance(files, str):
+                entry["data_files"] = copies.add(files, prefix, f"{label}.data_files")
+            elif isinstance(files, list):
+                entry["data_files"] = [copies.add(p, prefix, f"{label}.data_files[{i}]") if isinstance(p, str) else p
+                                       for i, p in enumerate(files)]
             if isinstance(entry.get("chat_template_jinja"), str) and "{" not in entry["chat_template_jinja"]:
-                entry["chat_template_jinja"] = copies.add(entry["chat_template_jinja"], prefix)
+                entry["chat_template_jinja"] = copies.add(entry["chat_template_jinja"], prefix,
+                                                          f"{label}.chat_template_jinja")
 
     config_text = "# Written by mudpuppy launch; paths under files/ are inside this bundle.\n" + yaml.safe_dump(
         data, sort_keys=True, allow_unicode=True
@@ -189,38 +204,117 @@ def build_bundle(config: Config, store: Path, *, wheel: Path | None = None) -> B
     )
 
 
-class _Copies:
-    """Local paths found in the config -> their place under files/, each source copied once."""
+def local_root_for(config_location: str | os.PathLike[str]) -> Path | None:
+    """The folder a config may take local files from: the working folder for a config fetched from a URL,
+    anywhere (None) for a local config, as in Axolotl, which takes absolute paths."""
+    return Path.cwd() if str(config_location).startswith(("https://", "http://")) else None
 
-    def __init__(self) -> None:
+
+def _folder_data_files(copies: _Copies, folder: Path, inside: str, files: str | list[Any], label: str) -> Any:
+    """``data_files`` of a ``path`` folder, which the runtime reads relative to that folder (an absolute entry
+    stays absolute). Entries inside the folder travel with it and become relative; any outside it are copied
+    under a hidden subfolder of the bundled folder, one numbered slot each, so two files that share a name
+    (``a/train.jsonl``, ``b/train.jsonl``) stay two files."""
+    root = folder.resolve()
+    out = []
+    for index, value in enumerate([files] if isinstance(files, str) else files):
+        if not isinstance(value, str):
+            out.append(value)
+            continue
+        key = f"{label}.data_files" + ("" if isinstance(files, str) else f"[{index}]")
+        source = (folder / Path(value).expanduser()).resolve()
+        if not source.exists():
+            out.append(value)  # the runtime will say it is missing, as a local run would
+            continue
+        copies.check(source, key, value)
+        if source.is_relative_to(root):
+            out.append(source.relative_to(root).as_posix())
+            continue
+        rel = f"{_OUTSIDE_DATA_FILES}/{index}/{source.name}"
+        copies.add_under(source, f"{inside}/{rel}", key)
+        out.append(rel)
+    return out[0] if isinstance(files, str) else out
+
+
+# data_files outside a bundled dataset folder go here, inside it: hidden names are never copied from a folder
+_OUTSIDE_DATA_FILES = ".mudpuppy-data_files"
+
+
+class _Copies:
+    """Local paths found in the config -> their place under files/, each source copied once, never two
+    sources at one place."""
+
+    def __init__(self, confine_to: Path | None = None) -> None:
         self.files: dict[str, str] = {}
         self._by_source: dict[Path, str] = {}
+        self._taken: set[str] = set()
+        self._root = confine_to.resolve() if confine_to is not None else None
 
-    def add(self, value: str, slot: str) -> str:
+    def add(self, value: str, slot: str, key: str) -> str:
         if "://" in value:
             return value
         source = Path(value).expanduser()
         if not source.exists():
             return value  # a hub id or a remote path: left for the runtime
         source = source.resolve()
+        self.check(source, key, value)
         if source in self._by_source:
             return self._by_source[source]
-        inside = f"{BUNDLE_DATA_DIR}/{slot}/{source.name}"
-        self._by_source[source] = inside
+        inside = self._free(f"{BUNDLE_DATA_DIR}/{slot}", source.name)
+        self.add_under(source, inside, key)
+        return inside
+
+    def add_under(self, source: Path, inside: str, key: str) -> None:
+        self._by_source.setdefault(source, inside)
+        self._taken.add(inside)
         if source.is_dir():
             for item in sorted(source.rglob("*")):
-                if item.is_file() and not any(part.startswith(".") for part in item.relative_to(source).parts):
-                    self.files[f"{inside}/{item.relative_to(source).as_posix()}"] = str(item)
+                rel = item.relative_to(source)
+                if item.is_file() and not any(part.startswith(".") for part in rel.parts):
+                    self.check(item.resolve(), key, str(item))
+                    self.files[f"{inside}/{rel.as_posix()}"] = str(item)
         else:
             self.files[inside] = str(source)
+
+    def check(self, source: Path, key: str, value: str) -> None:
+        """Only regular files and folders (hashing a FIFO or /dev/zero never ends), and only inside the
+        allowed root when there is one."""
+        if not (source.is_file() or source.is_dir()):
+            raise UserError(f"{key}: {value} is not a regular file or folder (a device, FIFO or socket); "
+                            "it cannot be bundled", hint="point it at a data file or folder")
+        if self._root is not None and not source.is_relative_to(self._root):
+            raise UserError(f"{key}: {value} is outside the working folder {self._root}; a config loaded from a "
+                            "URL may only bundle local files under the folder you launch from",
+                            hint="copy the file into this folder, or launch a local copy of the config")
+
+    def _free(self, base: str, name: str) -> str:
+        inside = f"{base}/{name}"
+        number = 1
+        while inside in self._taken:
+            inside = f"{base}/{number}/{name}"
+            number += 1
         return inside
 
 
 def _digest(members: dict[str, bytes | Path]) -> str:
+    """Names, contents and (when not the usual 0644) permission bits: a chmod makes a new bundle."""
     outer = hashlib.sha256()
     for name in sorted(members):
-        outer.update(name.encode() + b"\0" + _sha256(members[name]).encode() + b"\n")
+        mode = _mode(members[name])
+        extra = b"" if mode == _DEFAULT_MODE else f"\0{mode:o}".encode()
+        outer.update(name.encode() + b"\0" + _sha256(members[name]).encode() + extra + b"\n")
     return outer.hexdigest()
+
+
+_DEFAULT_MODE = 0o644
+
+
+def _mode(content: bytes | Path) -> int:
+    """A copied file keeps its permission bits (a 0600 data file stays unreadable to others once unpacked on
+    a shared filesystem), minus group/other write; generated members are 0644."""
+    if isinstance(content, bytes):
+        return _DEFAULT_MODE
+    return (content.stat().st_mode & 0o755) | 0o600
 
 
 def _sha256(content: bytes | Path) -> str:
@@ -234,18 +328,24 @@ def _sha256(content: bytes | Path) -> str:
 
 
 def _write_tar(members: dict[str, bytes | Path], target: Path) -> None:
-    """Deterministic tar (sorted names, zero times and owners), written to a temp name and renamed."""
+    """Deterministic tar (sorted names, zero times and owners), written to a temp name and renamed.
+
+    The tarball is readable by its owner only (0600) while written, and stays so when any member is not
+    world-readable: a 0644 tarball would hand out what the member's own mode keeps private."""
     import gzip
 
+    modes = {name: _mode(content) for name, content in members.items()}
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, tarfile.open(
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, tarfile.open(
             fileobj=gz, mode="w", format=tarfile.PAX_FORMAT
         ) as tar:
             for name in sorted(members):
                 content = members[name]
                 info = tarfile.TarInfo(name)
-                info.mode = 0o644
+                info.mode = modes[name]
                 if isinstance(content, bytes):
                     info.size = len(content)
                     tar.addfile(info, io.BytesIO(content))
@@ -253,6 +353,8 @@ def _write_tar(members: dict[str, bytes | Path], target: Path) -> None:
                     info.size = content.stat().st_size
                     with open(content, "rb") as fh:
                         tar.addfile(info, fh)
+        if all(mode & 0o004 for mode in modes.values()):
+            os.chmod(tmp, _DEFAULT_MODE)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mudpuppy.backends.base import Backend, Handle, Plan, RunStatus, State, get_backend
-from mudpuppy.launcher.bundle import Bundle, build_bundle
+from mudpuppy.launcher.bundle import Bundle, build_bundle, local_root_for
 from mudpuppy.launcher.config import load_config
 from mudpuppy.launcher.config.schema.launch import LaunchSection
 from mudpuppy.launcher.errors import UserError
@@ -51,7 +51,8 @@ def prepare(config_path: str, overrides: dict[str, Any], run_id: str) -> Prepare
     loaded = load_config(config_path, overrides)
     config = loaded.config
     backend = get_backend(config.launch.backend, config.launch)
-    bundle = build_bundle(config, state_dir() / "bundles", wheel=mudpuppy_wheel(cache_dir()))
+    bundle = build_bundle(config, state_dir() / "bundles", wheel=mudpuppy_wheel(cache_dir()),
+                          confine_to=local_root_for(config_path))
     plan = backend.plan(bundle, run_id)
     return Prepared(backend, bundle, plan, list(loaded.warnings), config.output_dir)
 
