@@ -134,8 +134,12 @@ def choose(output_dir: Path, *, is_main: bool = True) -> Path | None:
 
 
 def check_explicit(directory: Path) -> None:
-    """``resume_from_checkpoint`` names a folder: when it has a manifest, every file must match it."""
+    """``resume_from_checkpoint`` names a folder: when it has a manifest, every file must match it; one made
+    elsewhere (Axolotl, plain transformers) has none and is used as it is, with a warning saying so."""
     why = problem(directory)
-    if why:
+    if why is None:
+        log.warning("resume_from_checkpoint: %s has no %s; resuming without sha256 verification",
+                    directory, MANIFEST_NAME)
+    elif why:
         raise UserError(f"resume_from_checkpoint: {directory} failed verification: {why}",
                         hint="pick another checkpoint-N folder, or restore this one from a copy")

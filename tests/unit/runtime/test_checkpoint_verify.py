@@ -127,3 +127,14 @@ def test_verification_is_hashed_once_per_start(tmp_path: Path, monkeypatch: pyte
     verified.scan(tmp_path)
     verified.scan(tmp_path)
     assert len(calls) == 1
+
+
+def test_explicit_checkpoint_from_elsewhere_is_used_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    foreign = tmp_path / "checkpoint-3"
+    foreign.mkdir()
+    (foreign / "trainer_state.json").write_text("{}")  # made by Axolotl or plain transformers: no manifest
+    with caplog.at_level(logging.WARNING):
+        assert resume_checkpoint(cfg(f"resume_from_checkpoint: {foreign}\n"), tmp_path, {}) == foreign
+    assert "without sha256 verification" in caplog.text
