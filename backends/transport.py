@@ -66,8 +66,9 @@ class LocalTransport:
         target = Path(remote).expanduser()
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
+        tmp.touch(mode=0o600)  # owner-only while bytes land; then the source's mode, as fabric's put keeps it
         shutil.copyfile(local, tmp)
-        shutil.copymode(local, tmp)  # a private (0600) bundle stays private, as fabric's put keeps modes too
+        shutil.copymode(local, tmp)
         tmp.replace(target)
 
     def stream(self, command: str) -> Iterator[str]:
