@@ -71,8 +71,9 @@ def parse_yaml(text: str, name: str) -> ConfigSource:
     The composed graph is therefore measured as if expanded, and refused past a bound, before any value is built;
     nesting is capped while composing, since PyYAML recurses once per level.
     """
-    loader = _BoundedLoader(text)
+    loader: _BoundedLoader | None = None
     try:
+        loader = _BoundedLoader(text)  # the reader rejects control characters here already
         node = loader.get_single_node()
         if node is None:
             raise UserError(f"{name} is empty; a config needs at least base_model, datasets and learning_rate")
@@ -87,10 +88,11 @@ def parse_yaml(text: str, name: str) -> ConfigSource:
         raise UserError(f"{name}:{line}: invalid YAML: {exc.problem}") from None
     except yaml.YAMLError as exc:
         raise UserError(f"{name}: invalid YAML: {exc}") from None
-    except (ValueError, OverflowError) as exc:  # a date-looking scalar such as 2024-13-45
+    except _VALUE_ERRORS as exc:  # raised outside construct_object, e.g. while finishing a mapping
         raise UserError(f"{name}: invalid YAML value: {exc}", hint="quote it if it is meant as text") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if data is None:
         raise UserError(f"{name} is empty; a config needs at least base_model, datasets and learning_rate")
     if not isinstance(data, dict):
@@ -98,6 +100,9 @@ def parse_yaml(text: str, name: str) -> ConfigSource:
     lines: dict[KeyPath, int] = {}
     _collect_lines(node, (), lines)
     return ConfigSource(name=name, data=data, lines=lines)
+
+
+_VALUE_ERRORS = (ValueError, OverflowError, AttributeError, KeyError, TypeError, IndexError)
 
 
 class _TooDeep(Exception):
@@ -120,6 +125,17 @@ class _BoundedLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        """PyYAML's constructors raise bare ValueError/AttributeError/... on explicitly tagged nonsense
+        (``!!timestamp x``, ``!!int y``); give them the node's line like any other YAML error."""
+        try:
+            return super().construct_object(node, deep)
+        except _VALUE_ERRORS as exc:
+            shown = repr(node.value)[:40] if isinstance(node, yaml.ScalarNode) else "this value"
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {shown} as {node.tag.rsplit(':', 1)[-1]} ({exc})", node.start_mark
+            ) from None
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:

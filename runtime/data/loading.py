@@ -93,15 +93,19 @@ def _load_json_file(path: Path, kwargs: dict[str, Any], skip_invalid: bool) -> t
         raise UserError(f"{path} has no rows (the file is empty or only whitespace)",
                         hint="add rows, or remove this entry from datasets:")
     line_no, text = first
-    if not text.startswith(b"["):  # JSON lines: pyarrow crashes the process (SIGSEGV) on a leading `null` row
+    if not text.startswith(b"["):  # JSON lines: pyarrow kills the process (SIGSEGV) when the file starts with null
+        why = None
         try:
             value = json.loads(text)
-        except ValueError:
-            value = {}  # malformed: datasets fails below and the scan names the line
-        if not isinstance(value, dict) and not skip_invalid:
-            raise UserError(f"{path}: line {line_no}: malformed JSON (expected an object, got {type(value).__name__})",
+            if not isinstance(value, dict):
+                why = f"expected an object, got {type(value).__name__}"
+        except ValueError as exc:
+            if text.startswith(b"null"):  # other malformed lines: datasets fails below and the scan names them
+                why = getattr(exc, "msg", str(exc))
+        if why and not skip_invalid:
+            raise UserError(f"{path}: line {line_no}: malformed JSON ({why})",
                             hint="fix the line or set skip_invalid_rows: true")
-        if not isinstance(value, dict):
+        if why:
             return _tolerant_rows(path)
     try:
         return datasets.load_dataset("json", data_files=str(path), **kwargs), 0

@@ -106,8 +106,24 @@ def test_duplicate_keys_name_both_lines() -> None:
     assert load_config_text(BASE + "test_datasets:\n  - path: e.jsonl\n    type: alpaca\n").config.test_datasets
 
 
-def test_bad_date_like_value_is_one_line() -> None:
-    assert "invalid YAML value" in error_of(BASE + "wandb_name: 2024-13-45\n")
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        ("2024-13-45", "cannot read '2024-13-45' as timestamp (month must be in 1..12)"),
+        ("!!timestamp", "cannot read '' as timestamp"),  # found by the fuzz test: PyYAML's AttributeError
+        ("!!int x", "cannot read 'x' as int"),
+        ("!!float x", "cannot read 'x' as float"),
+        ("!!bool maybe", "cannot read 'maybe' as bool"),
+        ("!!python/object:os.system x", "could not determine a constructor"),
+    ],
+)
+def test_values_yaml_cannot_build_are_one_line(value: str, expected: str) -> None:
+    message = error_of(BASE + f"wandb_name: {value}\n")
+    assert message.startswith("cfg.yml:6: invalid YAML: ") and expected in message, message
+
+
+def test_control_characters_are_one_line() -> None:  # found by the fuzz test: the reader raised outside the try
+    assert error_of("\x00").startswith("cfg.yml: invalid YAML: unacceptable character #x0000")
 
 
 def test_config_path_that_never_ends_is_bounded() -> None:

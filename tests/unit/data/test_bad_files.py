@@ -57,9 +57,11 @@ def test_only_malformed_rows_with_skip_invalid_is_one_line(tmp_path: Path, make_
     assert len(result.train) == 2 and result.stats.skipped_invalid == 1
 
 
-def test_leading_null_row_does_not_crash_the_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("head,why", [("null", "expected an object, got NoneType"),
+                                      ('null"{"a": 1} 1', "Extra data")])  # the second one found by the fuzz test
+def test_leading_null_row_does_not_crash_the_process(tmp_path: Path, head: str, why: str) -> None:
     path = tmp_path / "null.jsonl"
-    path.write_text("null\n" + json.dumps(ROW) + "\n")
+    path.write_text(head + "\n" + json.dumps(ROW) + "\n")
     probe = (
         "import sys\n"
         "from types import SimpleNamespace\n"
@@ -74,4 +76,4 @@ def test_leading_null_row_does_not_crash_the_process(tmp_path: Path) -> None:
     )
     proc = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True, timeout=100)
     assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-500:]}"
-    assert "null.jsonl: line 1: malformed JSON (expected an object, got NoneType)" in proc.stdout
+    assert f"null.jsonl: line 1: malformed JSON ({why})" in proc.stdout
