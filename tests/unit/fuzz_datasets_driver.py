@@ -17,13 +17,13 @@ from types import SimpleNamespace
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-resource.setrlimit(resource.RLIMIT_AS, (4 * 2**30, 4 * 2**30))
+if __name__ == "__main__":  # limit only the child process, never an importer
+    resource.setrlimit(resource.RLIMIT_AS, (4 * 2**30, 4 * 2**30))
 
 from mudpuppy.launcher.errors import UserError  # noqa: E402
 from mudpuppy.runtime.data.loading import load_raw  # noqa: E402
 
-FOLDER, PROGRESS = Path(sys.argv[1]), Path(sys.argv[2])
-FOLDER.mkdir(parents=True, exist_ok=True)
+FOLDER, PROGRESS = (Path(sys.argv[1]), Path(sys.argv[2])) if __name__ == "__main__" else (Path(), Path())
 COUNTS = {"examples": 0, "loaded": 0, "user_errors": 0}
 
 ROW = json.dumps({"instruction": "Say 1.", "input": "", "output": "1 said."})
@@ -58,5 +58,6 @@ def fuzz(content: bytes, suffix: str, skip_invalid: bool) -> None:
 
 
 if __name__ == "__main__":
+    FOLDER.mkdir(parents=True, exist_ok=True)
     fuzz()
     print(json.dumps(COUNTS))
