@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from mudpuppy.backends import known_hosts
 from mudpuppy.launcher.errors import UserError
 
 if TYPE_CHECKING:
@@ -120,14 +121,12 @@ class SSHTransport:
             connect_kwargs=connect_kwargs,
         )
         client = conn.client
-        client.load_system_host_keys()
         known = Path(opts.known_hosts).expanduser() if opts.known_hosts else Path("~/.ssh/known_hosts").expanduser()
-        if known.is_file():
-            client.load_host_keys(str(known))
+        trusted = known_hosts.load([Path("~/.ssh/known_hosts").expanduser(), known])
+        for name in list(trusted.keys):
+            for keytype, key in trusted.keys[name].items():
+                client.get_host_keys().add(name, keytype, key)
         if opts.trust_on_first_use:
-            known.parent.mkdir(parents=True, exist_ok=True)
-            known.touch(exist_ok=True)
-            client.load_host_keys(str(known))
             client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
         else:
             client.set_missing_host_key_policy(paramiko.RejectPolicy())
@@ -141,8 +140,10 @@ class SSHTransport:
             ) from None
         except paramiko.SSHException as exc:
             if "known_hosts" in str(exc) or "not found in" in str(exc):
+                ca = (f"; its {trusted.cert_authorities} @cert-authority line(s) cannot be used (paramiko does not "
+                      "verify host certificates)") if trusted.cert_authorities else ""
                 raise UserError(
-                    f"host key of {where} is not in {known}",
+                    f"host key of {where} is not in {known}{ca}",
                     hint="add it with ssh-keyscan, or set launch.ssh.trust_on_first_use: true",
                 ) from None
             raise UserError(f"ssh to {where} failed: {exc}") from None
@@ -151,8 +152,14 @@ class SSHTransport:
                 f"cannot reach {where}: {getattr(exc, 'strerror', None) or exc}",
                 hint="check the host name, port and that sshd is running",
             ) from None
-        if opts.trust_on_first_use:
-            client.save_host_keys(str(known))
+        server_key = client.get_transport().get_remote_server_key()
+        if trusted.is_revoked(server_key):
+            conn.close()
+            raise UserError(f"host key of {where} ({server_key.get_name()}) is marked @revoked in known_hosts; "
+                            "refusing to use this host", hint="ask the host's admin for its current key")
+        name = known_hosts.host_id(conn.host, int(conn.port))
+        if opts.trust_on_first_use and not trusted.knows(name, server_key):
+            known_hosts.append(known, name, server_key)
         self._conn = conn
         return conn
 

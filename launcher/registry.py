@@ -76,8 +76,13 @@ class RunRecord:
 
 
 def new_run_id() -> str:
-    """Sortable by time, short enough to type: ``20250101-120000-ab12``."""
-    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
+    """Sortable by time, short enough to type: ``20250101-120000-ab12cd34ef``.
+
+    40 random bits per second: two launches in the same second (a sweep script, two users sharing a cluster's
+    run folders) clash with odds of about 1 in 10**12; 16 bits clashed once in a few hundred same-second launches.
+    The registry still refuses a duplicate rather than overwrite a run.
+    """
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(5)
 
 
 class Registry:
@@ -89,13 +94,33 @@ class Registry:
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30)
+        """A connection in one transaction; a damaged file is a one-line error and is left as it is."""
+        try:
+            db = sqlite3.connect(self.path, timeout=30)
+        except sqlite3.Error as exc:
+            raise self._unreadable(exc) from None
         db.row_factory = sqlite3.Row
         try:
             with db:
                 yield db
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise UserError(f"run registry {self.path} is locked by another mudpuppy process ({exc})",
+                                hint="wait for it to finish and try again") from None
+            raise self._unreadable(exc) from None
+        except sqlite3.DatabaseError as exc:
+            raise self._unreadable(exc) from None
         finally:
             db.close()
+
+    def _unreadable(self, exc: Exception) -> UserError:
+        return UserError(
+            f"run registry {self.path} cannot be read ({exc}); it is left untouched",
+            hint=f"move it aside (mv {self.path} {self.path}.damaged) and mudpuppy starts a new one; "
+            "runs already submitted keep running on their backends",
+        )
 
     def create(
         self,
@@ -107,9 +132,21 @@ class Registry:
         run_id: str | None = None,
         launch: str | None = None,
     ) -> RunRecord:
+        for _ in range(5):  # a generated id that is taken gets a fresh one; a given one is refused
+            try:
+                return self._insert(name=name, backend=backend, bundle_hash=bundle_hash, config_path=config_path,
+                                    run_id=run_id or new_run_id(), launch=launch)
+            except sqlite3.IntegrityError:
+                if run_id:
+                    raise UserError(f"run id {run_id} is already in the registry {self.path}; nothing was changed",
+                                    hint="launch again: each launch gets a new random id") from None
+        raise UserError(f"could not find a free run id in {self.path}")
+
+    def _insert(self, *, name: str, backend: str, bundle_hash: str, config_path: str, run_id: str,
+                launch: str | None) -> RunRecord:
         now = time.time()
         record = RunRecord(
-            id=run_id or new_run_id(),
+            id=run_id,
             name=name,
             backend=backend,
             handle=None,

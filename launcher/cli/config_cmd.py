@@ -24,7 +24,18 @@ def show(ctx: click.Context, config_path: str, show_all: bool) -> None:
 
     loaded = load_with_overrides(config_path, ctx.args)
     data = loaded.config.model_dump(mode="json", exclude_none=not show_all)
-    click.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip())
+    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip()
+    click.echo("\n".join(_explain(line, loaded.config) for line in text.splitlines()))
+
+
+def _explain(line: str, cfg: object) -> str:
+    """A comment on values whose meaning depends on their size, so ``show`` says how they will be read."""
+    size = getattr(cfg, "val_set_size", None)
+    if line.startswith("val_set_size:") and size:
+        if size > 1:
+            return f"{line}  # > 1: a row count, as in Axolotl: {int(size)} rows held out for evaluation"
+        return f"{line}  # a fraction: {size:.1%} of the rows held out for evaluation"
+    return line
 
 
 @config.command(context_settings=OVERRIDE_CONTEXT)

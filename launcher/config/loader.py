@@ -62,7 +62,24 @@ def validate_source(source: ConfigSource, overrides: dict[str, Any]) -> LoadedCo
         problems.append(f"{where(path)}: {_dotted(path)}: {message}")
     if problems:
         raise ConfigError(problems)
+    warnings.extend(_remote_code_warnings(config, where))
     return LoadedConfig(config=config, source=source, warnings=warnings)
+
+
+def _remote_code_warnings(config: Config, where: Any) -> list[str]:
+    """``trust_remote_code`` runs Python from a hub repository on every node: say once whose code it is."""
+    out = []
+    if config.trust_remote_code:
+        names = dict.fromkeys(n for n in (config.base_model, config.base_model_config, config.tokenizer_config) if n)
+        out.append(f"{where(('trust_remote_code',))}: trust_remote_code: true runs the Python code shipped with "
+                   f"{', '.join(names)} (its modeling and tokenizer files) on every node; only use it for code "
+                   "you trust")
+    for key in ("datasets", "test_datasets"):
+        for index, ds in enumerate(getattr(config, key) or []):
+            if ds.trust_remote_code:
+                out.append(f"{where((key, index, 'trust_remote_code'))}: {key}[{index}].trust_remote_code: true runs "
+                           f"the loading script of dataset {ds.path} on every node; only use it for code you trust")
+    return out
 
 
 def parse_override_args(args: list[str]) -> dict[str, Any]:

@@ -64,8 +64,10 @@ def load_raw(ds: Any, split: str, skip_invalid: bool = False) -> tuple[Any, int]
                                            trust_remote_code=bool(ds.trust_remote_code), **kwargs)
     except UserError:
         raise
-    except (FileNotFoundError, ValueError, OSError) as exc:
-        raise UserError(f"datasets: cannot load {path!r}: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
+    except (FileNotFoundError, ValueError, OSError, datasets.exceptions.DatasetGenerationError) as exc:
+        cause = exc.__cause__ if isinstance(exc, datasets.exceptions.DatasetGenerationError) and exc.__cause__ else exc
+        reason = (str(cause).splitlines() or [type(cause).__name__])[0]
+        raise UserError(f"datasets: cannot load {path!r}: {reason}") from None
     return select_split(loaded, ds, split), 0
 
 
@@ -86,18 +88,45 @@ def _load_json_file(path: Path, kwargs: dict[str, Any], skip_invalid: bool) -> t
     """datasets' json builder reports a bad line without saying where; find it ourselves when that happens."""
     import datasets
 
+    first = _first_row(path)
+    if first is None:
+        raise UserError(f"{path} has no rows (the file is empty or only whitespace)",
+                        hint="add rows, or remove this entry from datasets:")
+    line_no, text = first
+    if not text.startswith(b"["):  # JSON lines: pyarrow kills the process (SIGSEGV) when the file starts with null
+        why = None
+        try:
+            value = json.loads(text)
+            if not isinstance(value, dict):
+                why = f"expected an object, got {type(value).__name__}"
+        except ValueError as exc:
+            if text.startswith(b"null"):  # other malformed lines: datasets fails below and the scan names them
+                why = getattr(exc, "msg", str(exc))
+        if why and not skip_invalid:
+            raise UserError(f"{path}: line {line_no}: malformed JSON ({why})",
+                            hint="fix the line or set skip_invalid_rows: true")
+        if why:
+            return _tolerant_rows(path)
     try:
         return datasets.load_dataset("json", data_files=str(path), **kwargs), 0
     except Exception as exc:  # pyarrow/datasets raise assorted types for malformed json
         bad = _first_bad_json_line(path)
         if bad is None:
-            raise UserError(f"{path}: cannot read as JSON: {str(exc).splitlines()[0]}") from None
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise UserError(f"{path}: cannot read as JSON: {reason}") from None
         if not skip_invalid:
             line_no, why = bad
             raise UserError(f"{path}: line {line_no}: malformed JSON ({why})",
                             hint="fix the line or set skip_invalid_rows: true") from None
+    return _tolerant_rows(path)
+
+
+def _tolerant_rows(path: Path) -> tuple[Any, int]:
+    """The object rows of a JSON lines file, skipping (and counting) every other line."""
+    import datasets
+
     rows, skipped = [], 0
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         if not line.strip():
             continue
         try:
@@ -109,7 +138,23 @@ def _load_json_file(path: Path, kwargs: dict[str, Any], skip_invalid: bool) -> t
             rows.append(value)
         else:
             skipped += 1
+    if not rows:
+        raise UserError(f"{path}: no valid rows ({skipped} malformed lines skipped)", hint="check the file's format")
     return datasets.Dataset.from_list(rows), skipped
+
+
+def _first_row(path: Path) -> tuple[int, bytes] | None:
+    """(line number, text) of the first non-blank line, or None for a file of only whitespace.
+
+    Reads line by line (each capped at 16 MiB), so only as much of a big file as it takes to find a row.
+    """
+    with path.open("rb") as handle:
+        number = 0
+        while line := handle.readline(1 << 24):
+            number += 1
+            if line.strip():
+                return number, line.strip()
+    return None
 
 
 def _first_bad_json_line(path: Path) -> tuple[int, str] | None:

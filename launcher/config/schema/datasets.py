@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from mudpuppy.launcher.config.schema.base import Section
 
@@ -93,7 +94,9 @@ class DatasetConfig(Section):
 class DataSection(Section):
     datasets: list[DatasetConfig] | None = None
     test_datasets: list[DatasetConfig] | None = None
-    val_set_size: float | None = Field(0.0, ge=0.0)
+    val_set_size: float | None = Field(
+        0.0, ge=0.0, description="Held out for evaluation: a fraction below 1, or (as in Axolotl) a row count above 1."
+    )
     shuffle_merged_datasets: bool | None = True
     shuffle_before_merging_datasets: bool | None = False
     dataset_prepared_path: str | None = None
@@ -120,3 +123,13 @@ class DataSection(Section):
     sample_packing_sequentially: bool | None = None
     train_on_inputs: bool | None = False
     max_prompt_len: int | None = None
+
+    @field_validator("val_set_size")
+    @classmethod
+    def _val_set_size_leaves_training_rows(cls, value: float | None) -> float | None:
+        """Axolotl reads 1.0 as 100%, which leaves nothing to train on and fails only at preprocessing."""
+        if value == 1.0:
+            raise PydanticCustomError(
+                "val_set_all", "1.0 would hold out every row; use a fraction below 1 or a row count of 2 or more"
+            )
+        return value

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from mudpuppy.launcher.config.schema.base import Section
 
@@ -16,7 +17,7 @@ class TrainingSection(Section):
     batch_size: int | None = Field(None, ge=1)
     num_epochs: float = Field(1.0, gt=0)
     max_steps: int | None = Field(None, gt=0)
-    learning_rate: float = Field(description="Peak learning rate.")
+    learning_rate: float = Field(ge=0.0, description="Peak learning rate.")
     embedding_lr: float | None = None
     embedding_lr_scale: float | None = None
     optimizer: str | None = "adamw_torch_fused"
@@ -33,7 +34,7 @@ class TrainingSection(Section):
     cosine_constant_lr_ratio: float | None = Field(None, ge=0.0, le=1.0)
     warmup_steps: int | None = Field(None, ge=0)
     warmup_ratio: float | None = Field(None, ge=0.0, le=1.0)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="numpy and torch both take seeds in [0, 2**32).")
     group_by_length: bool | None = None
     neftune_noise_alpha: float | None = None
     noisy_embedding_alpha: float | None = None
@@ -77,3 +78,10 @@ class TrainingSection(Section):
     def _yaml_no_means_no(cls, value: Any) -> Any:
         """YAML 1.1 reads an unquoted ``no`` as false; ``save_strategy: no`` means the strategy "no"."""
         return "no" if value is False else value
+
+    @field_validator("output_dir")
+    @classmethod
+    def _output_dir_names_a_folder(cls, value: str) -> str:
+        if not value.strip():
+            raise PydanticCustomError("empty_output_dir", "must name a folder (the default is ./model-out)")
+        return value

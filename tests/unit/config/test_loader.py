@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import http.server
-import threading
 from pathlib import Path
 
 import pytest
@@ -198,37 +196,3 @@ def test_empty_and_non_mapping_documents() -> None:
         load_config_text("", "cfg.yml")
     with pytest.raises(UserError, match="top level must be a mapping"):
         load_config_text("- a\n- b\n", "cfg.yml")
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (http.server API)
-        if self.path == "/cfg.yml":
-            body = BASE.encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        else:
-            self.send_error(404, "Not Found")
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-def test_config_from_url_and_http_errors() -> None:
-    server = http.server.HTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
-        loaded = load_config(f"{url}/cfg.yml")
-        assert loaded.config.base_model == "examples/tiny-llama"
-        with pytest.raises(UserError, match="HTTP 404"):
-            load_config(f"{url}/missing.yml")
-    finally:
-        server.shutdown()
-
-
-def test_unreachable_url_is_one_line() -> None:
-    with pytest.raises(UserError, match="cannot fetch config"):
-        load_config("http://127.0.0.1:9/cfg.yml")
