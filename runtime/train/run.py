@@ -63,11 +63,22 @@ def _say(stream: TextIO, env: Env, line: str) -> None:
 
 def _run(cfg: Any, env: Env, watcher: Any, stream: TextIO, extra_callbacks: list[Any]) -> int:
     started = time.monotonic()
+    output_dir = Path(cfg.output_dir)
+    from mudpuppy.runtime.checkpoints.completion import find_completion, volume_url
+
+    # a relaunch of a finished run (a retry after the last upload, a late requeue, the same command typed
+    # again) says so and leaves everything as it is, before anything is read, built or written
+    finished = find_completion(cfg, output_dir)
+    if finished is not None:
+        _say(stream, env, finished.line(output_dir, volume_url(cfg)))
+        return EXIT_OK
     from mudpuppy.runtime.model import build_model, resolve_precision
 
     precision = resolve_precision(cfg)
-    output_dir = Path(cfg.output_dir)
     _quiet_libraries()
+    from mudpuppy.runtime.seeding import seed_everything, seed_of
+
+    seed_everything(seed_of(cfg), device=precision.device)  # before anything random is built or drawn
     from mudpuppy.runtime.train.args import plan_training
 
     # trainer settings are checked before minutes of tokenization, not after
@@ -90,6 +101,8 @@ def _run(cfg: Any, env: Env, watcher: Any, stream: TextIO, extra_callbacks: list
     from mudpuppy.runtime import parallel
 
     zero3_init = parallel.before_model_load(cfg, env, precision)  # noqa: F841 (kept alive while loading)
+    # again: model and adapter init must not depend on what the data stage drew (a cache hit draws nothing)
+    seed_everything(seed_of(cfg), device=precision.device)
     model, kernels = build_model(cfg, tokenizer, precision)
     model = parallel.prepare_model(model, cfg, env)
     for name in kernels:
@@ -171,6 +184,10 @@ def _run(cfg: Any, env: Env, watcher: Any, stream: TextIO, extra_callbacks: list
     metrics = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}
     save_final(trainer, cfg, output_dir, metrics)
     volume.finish()
+    if trainer.args.should_save:  # last: from here on a relaunch finds the run complete and does nothing
+        from mudpuppy.runtime.checkpoints.completion import mark_complete
+
+        mark_complete(output_dir, trainer.state.global_step)
     _say(stream, env, f"done: {output_dir}")
     return EXIT_OK
 
