@@ -114,7 +114,13 @@ def _run(cfg: Any, env: Env, watcher: Any, stream: TextIO, extra_callbacks: list
 
     from mudpuppy.runtime.checkpoints.atomic import clear_staging
     from mudpuppy.runtime.train.args import apply_env
-    from mudpuppy.runtime.train.callbacks import LossWatchdogCallback, PreemptionCallback, ProgressCallback
+    from mudpuppy.runtime.train.callbacks import (
+        EndReachedCallback,
+        LossWatchdogCallback,
+        NothingLeftToTrain,
+        PreemptionCallback,
+        ProgressCallback,
+    )
     from mudpuppy.runtime.train.collator import build_collator
     from mudpuppy.runtime.train.trainer import MudpuppyTrainer
 
@@ -136,6 +142,7 @@ def _run(cfg: Any, env: Env, watcher: Any, stream: TextIO, extra_callbacks: list
     if cfg.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
     callbacks.extend(extra_callbacks)
+    callbacks.append(EndReachedCallback())
 
     from mudpuppy.runtime.rl import build_rl_trainer, is_rl
 
@@ -172,7 +179,13 @@ def _run(cfg: Any, env: Env, watcher: Any, stream: TextIO, extra_callbacks: list
                       + (f", resuming from {resume}" if resume else "")
                       + f" (setup {time.monotonic() - started:.1f}s)")
 
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    try:
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        metrics = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}
+    except NothingLeftToTrain as end:
+        _say(stream, env, f"{resume} is at step {end.step}, the last one: writing the final outputs from it, "
+                          "training nothing")
+        metrics = {}
     if preemption.preempted:
         volume.close()  # the preemption checkpoint must reach the volume before we exit
         _say(stream, env, f"checkpoint saved at step {trainer.state.global_step}; exiting {EXIT_REQUEUE} for requeue")
@@ -181,7 +194,6 @@ def _run(cfg: Any, env: Env, watcher: Any, stream: TextIO, extra_callbacks: list
 
     from mudpuppy.runtime.output import save_final
 
-    metrics = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}
     save_final(trainer, cfg, output_dir, metrics)
     volume.finish()
     if trainer.args.should_save:  # last: from here on a relaunch finds the run complete and does nothing

@@ -5,7 +5,8 @@ with saved random weights, loaded with ``from_pretrained``: unlike ``reinit_weig
 before building the model), nothing else seeds the LoRA init there, so this is where an unseeded adapter shows.
 
     A  `mudpuppy train`, lora_dropout 0.1, prepared-dataset cache MISS, uninterrupted
-    C  `python -m mudpuppy.runtime`, same config, cache HIT, SIGTERM after step 3 (exit 75), then resumed
+    C  `python -m mudpuppy.runtime`, same config, cache HIT, SIGTERM after step 3 (exit 75), then resumed;
+       then its final outputs are deleted (as if lost after the last checkpoint) and it is relaunched
     E  `mudpuppy train`, lora_dropout 0, cache HIT
     F  `mudpuppy launch --backend local` with a file:// volume, lora_dropout 0 (the bundle's cache: a MISS)
 
@@ -108,6 +109,16 @@ def test_same_seed_gives_the_same_bits_and_a_finished_run_stays_finished(work: P
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resuming from" in second.stdout
     _assert_same_run(a_out, c_out)
+
+    # C's final outputs lost after its last checkpoint: the relaunch resumes checkpoint-6 and trains no step 7/6
+    (c_out / "mudpuppy-outputs.json").unlink()
+    (c_out / "adapter_model.safetensors").unlink()
+    third = run_runtime([str(c_cfg)], timeout=300)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert "checkpoint-6 is at step 6, the last one" in third.stdout, third.stdout[-3000:]
+    assert not re.search(r"^step \d+/", third.stdout, re.M), third.stdout[-3000:]
+    _assert_same_run(a_out, c_out)
+    assert (c_out / "mudpuppy-outputs.json").is_file()
 
     # E and F: dropout off; `train` (cache hit) against `launch --backend local` with a volume (its own cache)
     e_cfg, e_out = _config(work, "e", lora_dropout=0.0)
