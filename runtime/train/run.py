@@ -64,26 +64,27 @@ def _say(stream: TextIO, env: Env, line: str) -> None:
 def _run(cfg: Any, env: Env, watcher: Any, stream: TextIO, extra_callbacks: list[Any]) -> int:
     started = time.monotonic()
     output_dir = Path(cfg.output_dir)
-    from mudpuppy.runtime.checkpoints.completion import find_completion, volume_url
-
-    # a relaunch of a finished run (a retry after the last upload, a late requeue, the same command typed
-    # again) says so and leaves everything as it is, before anything is read, built or written
-    finished = find_completion(cfg, output_dir)
-    if finished is not None:
-        _say(stream, env, finished.line(output_dir, volume_url(cfg)))
-        return EXIT_OK
     from mudpuppy.runtime.model import build_model, resolve_precision
 
     precision = resolve_precision(cfg)
     _quiet_libraries()
-    from mudpuppy.runtime.seeding import seed_everything, seed_of
-
-    seed_everything(seed_of(cfg), device=precision.device)  # before anything random is built or drawn
     from mudpuppy.runtime.train.args import plan_training
 
     # trainer settings are checked before minutes of tokenization, not after
     plan_training(cfg, precision=precision, env=env, train_rows=1,
                   has_eval=bool(cfg.val_set_size or cfg.test_datasets))
+    from mudpuppy.runtime.checkpoints.completion import find_completion, volume_url
+
+    # a relaunch of a finished run (a retry after the last upload, a late requeue, the same command typed
+    # again) says so and leaves everything as it is: checked once the config is known to be valid, before
+    # anything is read, built or written
+    finished = find_completion(cfg, output_dir)
+    if finished is not None:
+        _say(stream, env, finished.line(output_dir, volume_url(cfg)))
+        return EXIT_OK
+    from mudpuppy.runtime.seeding import seed_everything, seed_of
+
+    seed_everything(seed_of(cfg), device=precision.device)  # before anything random is built or drawn
 
     from mudpuppy.runtime.data import prepare_datasets
     from mudpuppy.runtime.tokenizer import load_tokenizer
