@@ -58,6 +58,8 @@ def plan_training(cfg: Any, *, precision: Precision, env: Env, train_rows: int, 
         "optim": optimizer_name(cfg.optimizer),
         "weight_decay": cfg.weight_decay or 0.0,
         "seed": cfg.seed if cfg.seed is not None else 42,
+        # the sampler's order, explicitly: accelerate otherwise reads torch.initial_seed() when it builds it
+        "data_seed": cfg.seed if cfg.seed is not None else 42,
         "bf16": precision.mode == "bf16",
         "fp16": precision.mode == "fp16",
         "use_cpu": precision.device == "cpu",
