@@ -14,8 +14,11 @@ from mudpuppy.runtime.data.instruct import (
     instruction_strategy,
     user_defined_strategy,
 )
+from mudpuppy.runtime.data.llama2_chat import Llama2ChatStrategy
 from mudpuppy.runtime.data.roleplay import PygmalionStrategy
 from mudpuppy.runtime.data.rows import Row, RowError
+from mudpuppy.runtime.data.stepwise import TYPES as STEPWISE_TYPES
+from mudpuppy.runtime.data.stepwise import stepwise_strategy
 
 CHAT_TYPES = ("chat_template", "sharegpt", "chat_template.default", "chat_template.load")
 
@@ -35,6 +38,10 @@ def build_strategy(cfg: Any, ds: Any, tokenizer: Any) -> Strategy:
         return CompletionStrategy(tokenizer, ds.field or "text", cfg.sequence_len)
     if kind in ("pygmalion", "pygmalion.load"):
         return PygmalionStrategy(tokenizer, cfg.sequence_len)
+    if kind in STEPWISE_TYPES:
+        return stepwise_strategy(ds, tokenizer, cfg.sequence_len)
+    if kind in ("llama2_chat", "llama2_chat.load"):
+        return Llama2ChatStrategy(tokenizer, cfg.sequence_len)
     if kind == "input_output":
         return InputOutputStrategy(tokenizer, train_on_inputs)
     if kind in CHAT_TYPES or (kind and kind.startswith("sharegpt")):
@@ -42,7 +49,8 @@ def build_strategy(cfg: Any, ds: Any, tokenizer: Any) -> Strategy:
     strategy = instruction_strategy(kind or "", tokenizer, train_on_inputs, cfg.sequence_len, ds.conversation)
     if strategy is None:
         known = sorted({*INSTRUCTION_TYPES, "completion", "input_output", "chat_template", "sharegpt",
-                        "pygmalion"})
+                        "pygmalion", "llama2_chat",
+                        "stepwise_supervised"})
         hint = f"did you mean {kind.replace(':load_', '.load_')!r}?" if kind and ":load_" in kind else None
         raise UserError(f"datasets: {ds.path}: unknown type {kind!r}", hint=hint or "known: " + ", ".join(known))
     return strategy

@@ -134,6 +134,10 @@ CASES: dict[str, dict] = {
         ds("qa.jsonl", "alpaca_chat.load_qa", split="train")]},
     "llama2_chat": {"datasets": [ds("llama2_chat.jsonl", "llama2_chat")]},
     "llama2_chat_train_on_inputs": {"train_on_inputs": True, "datasets": [ds("llama2_chat.jsonl", "llama2_chat")]},
+    "stepwise": {"process_reward_model": True, "datasets": [ds("stepwise.jsonl", "stepwise_supervised")]},
+    "stepwise_options": {"process_reward_model": True, "sequence_len": 40, "datasets": [ds(
+        "stepwise.jsonl", "stepwise_supervised", step_separator=" | ", train_on_last_step_only=True,
+        max_completion_length=24)]},
     "dataset_shard": {"datasets": [ds("alpaca.jsonl", "alpaca")], "dataset_shard_num": 3, "dataset_shard_idx": 1},
 }
 # Every named template Axolotl ships that the cases above do not cover, each rendered with a tiny tokenizer

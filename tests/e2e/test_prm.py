@@ -1,0 +1,61 @@
+"""Process reward models (``process_reward_model: true`` + ``stepwise_supervised`` rows) train on our own trainer:
+a token-classification head learns each step's correctness at its separator, so the loss falls on a toy task
+whose label is readable from the step text; reward-model runs with ``bradley_terry.chat_template`` rows train
+on TRL's RewardTrainer from the token ids we made."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.test_rl import RL_DATA, rl_config, train
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+
+def prm_config(out: Path, **overrides: Any) -> Any:
+    base: dict[str, Any] = {
+        "rl": None, "rl_beta": None, "adapter": None, "lora_r": None, "lora_alpha": None,
+        "lora_target_linear": None, "process_reward_model": True,
+        "datasets": [{"path": str(RL_DATA / "toy_prm.jsonl"), "type": "stepwise_supervised"}],
+        "max_steps": 12, "learning_rate": 0.003, "micro_batch_size": 8,
+    }
+    return rl_config(out, **{**base, **overrides})
+
+
+def test_prm_rows_label_only_step_ends() -> None:
+    from mudpuppy.runtime.data import prepare
+
+    cfg = prm_config(Path("unused"), shuffle_merged_datasets=False)
+    rows = prepare(cfg).train
+    first = rows[0]
+    trained = [(i, t) for i, t in enumerate(first["labels"]) if t != -100]
+    # toy row 0: two steps, wrong then right, each labelled once at its trailing newline
+    assert [t for _, t in trained] == [0, 1]
+    from mudpuppy.runtime.tokenizer import load_tokenizer
+
+    newline = load_tokenizer(cfg).encode("\n", add_special_tokens=False)
+    assert all(first["input_ids"][i] == newline[-1] for i, _ in trained)
+
+
+def test_prm_loss_falls(tmp_path: Path) -> None:
+    logs = train(prm_config(tmp_path / "prm"))
+    losses = [r["loss"] for r in logs]
+    assert len(losses) == 12 and all(math.isfinite(x) for x in losses)
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 * 0.8, losses
+    from transformers import AutoConfig
+
+    saved = AutoConfig.from_pretrained(tmp_path / "prm")
+    assert saved.num_labels == 2 and any("TokenClassification" in a for a in saved.architectures)
+
+
+def test_bradley_terry_reward_model_trains(tmp_path: Path) -> None:
+    cfg = rl_config(tmp_path / "bt", rl=None, rl_beta=None, reward_model=True, chat_template="chatml", adapter=None,
+                    lora_r=None, lora_alpha=None, lora_target_linear=None,
+                    datasets=[{"path": str(RL_DATA / "inputs" / "bt.jsonl"), "type": "bradley_terry.chat_template"}],
+                    max_steps=3, micro_batch_size=2)
+    logs = train(cfg)
+    assert len(logs) == 3 and all(math.isfinite(r["loss"]) for r in logs)
