@@ -15,6 +15,7 @@ from mudpuppy.runtime.data.instruct import (
     user_defined_strategy,
 )
 from mudpuppy.runtime.data.llama2_chat import Llama2ChatStrategy
+from mudpuppy.runtime.data.module_strategy import find_module, module_strategy
 from mudpuppy.runtime.data.roleplay import PygmalionStrategy
 from mudpuppy.runtime.data.rows import Row, RowError
 from mudpuppy.runtime.data.stepwise import TYPES as STEPWISE_TYPES
@@ -47,12 +48,17 @@ def build_strategy(cfg: Any, ds: Any, tokenizer: Any) -> Strategy:
     if kind in CHAT_TYPES or (kind and kind.startswith("sharegpt")):
         return chat_strategy(cfg, ds, tokenizer)
     strategy = instruction_strategy(kind or "", tokenizer, train_on_inputs, cfg.sequence_len, ds.conversation)
+    if strategy is None and kind:
+        module = find_module(kind)
+        if module is not None:
+            return module_strategy(kind, module, cfg, ds, tokenizer)
     if strategy is None:
         known = sorted({*INSTRUCTION_TYPES, "completion", "input_output", "chat_template", "sharegpt",
                         "pygmalion", "llama2_chat",
                         "stepwise_supervised"})
         hint = f"did you mean {kind.replace(':load_', '.load_')!r}?" if kind and ":load_" in kind else None
-        raise UserError(f"datasets: {ds.path}: unknown type {kind!r}", hint=hint or "known: " + ", ".join(known))
+        raise UserError(f"datasets: {ds.path}: unknown type {kind!r}", hint=hint or "known: " + ", ".join(known)
+                        + ", or pkg.module: a module of yours with load(tokenizer, cfg, ds_cfg)")
     return strategy
 
 

@@ -138,6 +138,9 @@ CASES: dict[str, dict] = {
     "stepwise_options": {"process_reward_model": True, "sequence_len": 40, "datasets": [ds(
         "stepwise.jsonl", "stepwise_supervised", step_separator=" | ", train_on_last_step_only=True,
         max_completion_length=24)]},
+    # user strategy modules (tests/data/golden/inputs/user_strategies), imported from the inputs folder
+    "user_module": {"datasets": [ds("shout.jsonl", "user_strategies.shout", field="question")]},
+    "user_module_batched": {"datasets": [ds("shout.jsonl", "user_strategies.shout_batched")]},
     "dataset_shard": {"datasets": [ds("alpaca.jsonl", "alpaca")], "dataset_shard_num": 3, "dataset_shard_idx": 1},
 }
 # Every named template Axolotl ships that the cases above do not cover, each rendered with a tiny tokenizer
@@ -200,6 +203,7 @@ def main(names: list[str]) -> None:
     from axolotl.utils.dict import DictDefault
 
     oracle_names = set(templates_base._CHAT_TEMPLATES)
+    sys.path.insert(0, str(HERE / "inputs"))  # where the user_module cases' strategy package lives
     for name, case in CASES.items():
         if names and name not in names:
             continue

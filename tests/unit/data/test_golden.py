@@ -28,6 +28,7 @@ def prepare(monkeypatch_module: pytest.MonkeyPatch):  # noqa: ANN201
 def monkeypatch_module():  # noqa: ANN201
     mp = pytest.MonkeyPatch()
     mp.chdir(ROOT)  # golden configs use repo-relative paths
+    mp.syspath_prepend(str(GOLDEN / "inputs"))  # the user_module cases' strategy package, as the oracle had it
     yield mp
     mp.undo()
 
