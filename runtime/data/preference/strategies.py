@@ -98,6 +98,8 @@ def _builtin(family: str, prefix: str, function: str, cfg: Any, ds: Any, tokeniz
                   "orpo": {"argilla": templated.orpo_argilla}}.get(family, {})
         maker = makers.get(function)
         return maker(cfg, ds, tokenizer) if maker else None
+    if prefix == "zephyr" and function == "nectar" and family == "dpo":
+        return formats.zephyr_nectar
     if prefix == "user_defined":
         raise UserError(f"datasets: {ds.path}: type user_defined needs a mapping",
                         hint="write type: {field_prompt: ..., field_chosen: ..., ...} instead of a string")
@@ -110,7 +112,7 @@ def known_types(family: str) -> list[str]:
         table = formats.DPO_TYPES if family == "dpo" else formats.KTO_TYPES
         names += [f"{m}.{t}" for m in formats.MARKUPS for t in table]
     if family == "dpo":
-        names += ["chat_template.default", "chat_template.argilla_chat"]
+        names += ["chat_template.default", "chat_template.argilla_chat", "zephyr.nectar"]
     if family == "orpo":
         names += ["chat_template.argilla"]
     names += ["user_defined mapping", "module.function from a local file"]

@@ -56,6 +56,7 @@ CASES: dict[str, dict] = {
     "dpo_excess_drop": {"rl": "dpo", "sequence_len": 48, "datasets": [ds("long.jsonl", "chatml.prompt_pairs")]},
     "dpo_excess_truncate": {"rl": "dpo", "sequence_len": 48, "excess_length_strategy": "truncate",
                             "datasets": [ds("long.jsonl", "chatml.prompt_pairs")]},
+    "dpo_zephyr_nectar": {"rl": "dpo", "datasets": [ds("nectar.jsonl", "zephyr.nectar")]},
     "kto_chatml_argilla": {**KTO, "datasets": [ds("kto_argilla.jsonl", "chatml.argilla")]},
     "kto_chatml_intel": {**KTO, "datasets": [ds("kto_intel.jsonl", "chatml.intel")]},
     "kto_chatml_argilla_chat": {**KTO, "datasets": [ds("kto_argilla_chat.jsonl", "chatml.argilla_chat")]},
