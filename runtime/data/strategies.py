@@ -65,6 +65,8 @@ def build_strategy(cfg: Any, ds: Any, tokenizer: Any) -> Strategy:
 def chat_strategy(cfg: Any, ds: Any, tokenizer: Any) -> ChatStrategy:
     legacy = isinstance(ds.type, str) and ds.type.startswith("sharegpt")
     choice, jinja = chat_templates.dataset_choice(cfg, ds)
+    if legacy and ds.conversation and not ds.chat_template:
+        choice, jinja = legacy_conversation(ds), None
     template = chat_templates.resolve(choice, jinja, tokenizer, where=f"datasets: {ds.path}: chat_template")
     mappings = dict(ds.message_property_mappings or {})
     thinking_key = ds.template_thinking_key or "reasoning_content"
@@ -98,3 +100,14 @@ def chat_strategy(cfg: Any, ds: Any, tokenizer: Any) -> ChatStrategy:
         template_kwargs=dict(cfg.chat_template_kwargs or {}),
     )
     return ChatStrategy(tokenizer, opts)
+
+
+def legacy_conversation(ds: Any) -> str:
+    """``type: sharegpt`` + ``conversation: NAME`` (Axolotl removed sharegpt): read the way Axolotl's migration
+    guide rewrites it, as ``type: chat_template`` with ``chat_template: NAME`` over ``conversations`` from/value."""
+    name = str(ds.conversation)
+    if name not in chat_templates.shipped_templates():
+        raise UserError(f"datasets: {ds.path}: conversation: {name!r} is not a chat template name",
+                        hint="legacy sharegpt's conversation: now names a chat template: "
+                             + ", ".join(sorted(chat_templates.shipped_templates())))
+    return name

@@ -27,6 +27,7 @@ def ds(path: str, type_: object, **extra: object) -> dict:
 
 
 CHATML = {"chat_template": "chatml"}
+SHAREGPT_AS = {"field_messages": "conversations", "message_property_mappings": {"role": "from", "content": "value"}}
 INLINE_JINJA = ("{% for m in messages %}{{ '### ' + m['role'] | upper + ':\\n' + m['content'] + '\\n' }}"
                 "{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}{% endfor %}")
 CASES: dict[str, dict] = {
@@ -141,6 +142,14 @@ CASES: dict[str, dict] = {
     # user strategy modules (tests/data/golden/inputs/user_strategies), imported from the inputs folder
     "user_module": {"datasets": [ds("shout.jsonl", "user_strategies.shout", field="question")]},
     "user_module_batched": {"datasets": [ds("shout.jsonl", "user_strategies.shout_batched")]},
+    # Legacy sharegpt (removed from Axolotl): the oracle gets the config its migration guide
+    # (docs/dataset-formats/conversation.qmd) rewrites it to; "_oracle" holds that rewrite.
+    "sharegpt_conversation": {"datasets": [ds("sharegpt.jsonl", "sharegpt", conversation="chatml")],
+                              "_oracle": {"datasets": [ds("sharegpt.jsonl", "chat_template", **SHAREGPT_AS,
+                                                          chat_template="chatml")]}},
+    "sharegpt_conversation_llama3": {"chat_template": "chatml", "datasets": [ds(
+        "sharegpt.jsonl", "sharegpt", conversation="llama3")], "_oracle": {"datasets": [ds(
+            "sharegpt.jsonl", "chat_template", **SHAREGPT_AS, chat_template="llama3")]}},
     "dataset_shard": {"datasets": [ds("alpaca.jsonl", "alpaca")], "dataset_shard_num": 3, "dataset_shard_idx": 1},
 }
 # Every named template Axolotl ships that the cases above do not cover, each rendered with a tiny tokenizer
@@ -207,8 +216,11 @@ def main(names: list[str]) -> None:
     for name, case in CASES.items():
         if names and name not in names:
             continue
-        config = {**COMMON, **case}
+        config = {**COMMON, **{k: v for k, v in case.items() if k != "_oracle"}}
         oracle_config, note = _for_oracle(config, oracle_names)
+        if "_oracle" in case:
+            oracle_config = {**oracle_config, **case["_oracle"]}
+            note = f"oracle given the migrated config: {json.dumps(case['_oracle'])}"
         with tempfile.TemporaryDirectory() as tmp:
             cfg = validate_config(DictDefault({**oracle_config, "dataset_prepared_path": tmp, "output_dir": tmp}))
             normalize_config(cfg)

@@ -75,3 +75,16 @@ def test_message_fields_are_the_ones_axolotl_passes() -> None:
         text = pinned["probes"].get(name) or chat_templates.named_template(name)
         assert sorted(message_vars(text)) == expected, name
     assert len(pinned["vars"]) == len(chat_templates.shipped_templates()) + len(pinned["probes"])
+
+
+def test_legacy_sharegpt_conversation_must_name_a_template() -> None:
+    """conversation: with type: sharegpt names a chat template (Axolotl's migration); a FastChat style name that
+    is not one is a one-line error listing the names."""
+    from types import SimpleNamespace
+
+    from mudpuppy.runtime.data.strategies import legacy_conversation
+
+    assert legacy_conversation(SimpleNamespace(path="d.jsonl", conversation="llama3")) == "llama3"
+    with pytest.raises(UserError, match="conversation: 'vicuna_v1.1' is not a chat template name") as info:
+        legacy_conversation(SimpleNamespace(path="d.jsonl", conversation="vicuna_v1.1"))
+    assert "chatml" in (info.value.hint or "")
