@@ -52,10 +52,23 @@ def test_prm_loss_falls(tmp_path: Path) -> None:
     assert saved.num_labels == 2 and any("TokenClassification" in a for a in saved.architectures)
 
 
-def test_bradley_terry_reward_model_trains(tmp_path: Path) -> None:
-    cfg = rl_config(tmp_path / "bt", rl=None, rl_beta=None, reward_model=True, chat_template="chatml", adapter=None,
-                    lora_r=None, lora_alpha=None, lora_target_linear=None,
+@pytest.mark.parametrize("adapter", [None, "lora"])
+def test_bradley_terry_reward_model_trains(tmp_path: Path, adapter: str | None) -> None:
+    lora = {} if adapter else {"adapter": None, "lora_r": None, "lora_alpha": None, "lora_target_linear": None}
+    cfg = rl_config(tmp_path / "bt", rl=None, rl_beta=None, reward_model=True, chat_template="chatml", **lora,
                     datasets=[{"path": str(RL_DATA / "inputs" / "bt.jsonl"), "type": "bradley_terry.chat_template"}],
                     max_steps=3, micro_batch_size=2)
     logs = train(cfg)
     assert len(logs) == 3 and all(math.isfinite(r["loss"]) for r in logs)
+
+
+def test_prm_with_lora_trains_the_head(tmp_path: Path) -> None:
+    """LoRA on a token-classification model: peft's TOKEN_CLS keeps the new head trainable and saved."""
+    logs = train(prm_config(tmp_path / "prm_lora", adapter="lora", lora_r=8, lora_alpha=16, lora_target_linear=True,
+                            max_steps=4))
+    assert len(logs) == 4 and all(math.isfinite(r["loss"]) for r in logs)
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "prm_lora" / "adapter_model.safetensors"), "pt") as f:
+        names = list(f.keys())  # noqa: SIM118 (safe_open is not a dict)
+    assert any("score" in k for k in names), names
