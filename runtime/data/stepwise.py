@@ -82,7 +82,8 @@ class StepwiseStrategy:
 
 
 def stepwise_strategy(ds: Any, tokenizer: Any, sequence_len: int) -> StepwiseStrategy:
-    ignored = [key for key in IGNORED if getattr(ds, key, None) is not None]
+    effective = {"step_separator": "\n", "max_completion_length": None, "train_on_last_step_only": False}
+    ignored = [key for key in IGNORED if getattr(ds, key, None) not in (None, effective[key])]
     if ignored:
         log.warning("datasets: %s: %s ignored, as Axolotl ignores them (its schema drops them): steps end with a "
                     "newline and every step is labelled", ds.path, ", ".join(ignored))

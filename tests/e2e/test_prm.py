@@ -72,3 +72,17 @@ def test_prm_with_lora_trains_the_head(tmp_path: Path) -> None:
     with safe_open(str(tmp_path / "prm_lora" / "adapter_model.safetensors"), "pt") as f:
         names = list(f.keys())  # noqa: SIM118 (safe_open is not a dict)
     assert any("score" in k for k in names), names
+
+
+def test_stepwise_options_axolotl_drops_warn_only_when_they_would_matter(caplog: pytest.LogCaptureFixture) -> None:
+    from types import SimpleNamespace
+
+    from mudpuppy.runtime.data.stepwise import stepwise_strategy
+
+    as_in_example = SimpleNamespace(path="d", step_separator="\n", max_completion_length=None,
+                                    train_on_last_step_only=False)
+    stepwise_strategy(as_in_example, None, 64)
+    assert "ignored" not in caplog.text
+    stepwise_strategy(SimpleNamespace(path="d", step_separator=" | ", max_completion_length=None,
+                                      train_on_last_step_only=True), None, 64)
+    assert "step_separator, train_on_last_step_only ignored" in caplog.text
