@@ -86,3 +86,25 @@ def test_stepwise_options_axolotl_drops_warn_only_when_they_would_matter(caplog:
     stepwise_strategy(SimpleNamespace(path="d", step_separator=" | ", max_completion_length=None,
                                       train_on_last_step_only=True), None, 64)
     assert "step_separator, train_on_last_step_only ignored" in caplog.text
+
+
+def test_reward_dump_shows_the_ids_trl_trains_on() -> None:
+    """preprocess --dump for reward models: TRL's chosen_ids/rejected_ids (they were dropped as empty rows), and
+    Bradley-Terry rows pass through TRL untouched, equal to the Axolotl golden."""
+    import json
+
+    from mudpuppy.runtime.data import prepare
+    from mudpuppy.runtime.data.preference.tokenized import trl_rows
+    from mudpuppy.runtime.tokenizer import load_tokenizer
+
+    golden = json.loads((RL_DATA / "bt_chat_template.json").read_text())
+    cfg = rl_config(Path("unused"), rl=None, rl_beta=None, reward_model=True, chat_template="chatml",
+                    sequence_len=256, seed=42,
+                    datasets=[{"path": str(RL_DATA / "inputs" / "bt.jsonl"), "type": "bradley_terry.chat_template"}])
+    tokenizer = load_tokenizer(cfg)
+    rows = list(trl_rows(cfg, tokenizer, prepare(cfg, tokenizer).train))
+    assert sorted(map(json.dumps, rows)) == sorted(json.dumps({k: r[k] for k in ("chosen_ids", "rejected_ids")})
+                                                   for r in golden["train"])
+    text = rl_config(Path("unused"), rl=None, rl_beta=None, reward_model=True)
+    (first, *_) = list(trl_rows(text, tokenizer, prepare(text, tokenizer).train))
+    assert set(first) == {"chosen_ids", "rejected_ids"} and first["chosen_ids"][-1] == tokenizer.eos_token_id
