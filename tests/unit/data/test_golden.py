@@ -14,6 +14,7 @@ from mudpuppy.launcher.config import load_config_text
 ROOT = Path(__file__).resolve().parents[3]
 GOLDEN = ROOT / "tests" / "data" / "golden"
 CASES = sorted(p.stem for p in GOLDEN.glob("*.json"))
+pytestmark = pytest.mark.timeout(120)  # per case; most take well under a second
 EXTRA = {"output_dir": "unused"}
 
 
