@@ -108,3 +108,14 @@ def test_reward_dump_shows_the_ids_trl_trains_on() -> None:
     text = rl_config(Path("unused"), rl=None, rl_beta=None, reward_model=True)
     (first, *_) = list(trl_rows(text, tokenizer, prepare(text, tokenizer).train))
     assert set(first) == {"chosen_ids", "rejected_ids"} and first["chosen_ids"][-1] == tokenizer.eos_token_id
+
+
+def test_center_rewards_coefficient_reaches_trl() -> None:
+    """Axolotl's reward-model examples set it; TRL's RewardConfig takes it as is."""
+    from trl import RewardConfig
+
+    from mudpuppy.runtime.rl.args import plan_rl
+
+    cfg = rl_config(Path("unused"), rl=None, rl_beta=None, reward_model=True, center_rewards_coefficient=0.01)
+    plan = plan_rl(cfg, {"output_dir": "unused", "use_cpu": True, "report_to": "none"}, device="cpu")
+    assert RewardConfig(**plan.kwargs).center_rewards_coefficient == 0.01
