@@ -57,6 +57,8 @@ def build_strategy(cfg: Any, ds: Any, tokenizer: Any) -> Strategy:
                         "pygmalion", "llama2_chat",
                         "stepwise_supervised"})
         hint = f"did you mean {kind.replace(':load_', '.load_')!r}?" if kind and ":load_" in kind else None
+        if kind and kind.startswith("bradley_terry"):
+            hint = "bradley_terry.* rows train reward models: set reward_model: true (with num_labels: 1)"
         raise UserError(f"datasets: {ds.path}: unknown type {kind!r}", hint=hint or "known: " + ", ".join(known)
                         + ", or pkg.module: a module of yours with load(tokenizer, cfg, ds_cfg)")
     return strategy

@@ -88,3 +88,15 @@ def test_legacy_sharegpt_conversation_must_name_a_template() -> None:
     with pytest.raises(UserError, match="conversation: 'vicuna_v1.1' is not a chat template name") as info:
         legacy_conversation(SimpleNamespace(path="d.jsonl", conversation="vicuna_v1.1"))
     assert "chatml" in (info.value.hint or "")
+
+
+def test_bradley_terry_outside_a_reward_model_says_what_to_set() -> None:
+    from types import SimpleNamespace
+
+    from mudpuppy.runtime.data.strategies import build_strategy
+
+    cfg = SimpleNamespace(train_on_inputs=False, sequence_len=64)
+    ds = SimpleNamespace(type="bradley_terry.chat_template", path="pairs.jsonl", conversation=None)
+    with pytest.raises(UserError, match="unknown type 'bradley_terry.chat_template'") as info:
+        build_strategy(cfg, ds, None)
+    assert "reward_model: true" in (info.value.hint or "")
