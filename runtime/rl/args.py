@@ -82,6 +82,8 @@ def plan_rl(cfg: Any, base_args: dict[str, Any], *, device: str) -> RLPlan:
     if mode == "grpo":
         _grpo(cfg, kwargs, device)
         return RLPlan(mode, "GRPOConfig", kwargs)
+    if cfg.center_rewards_coefficient is not None:
+        kwargs["center_rewards_coefficient"] = float(cfg.center_rewards_coefficient)
     return RLPlan("reward", "RewardConfig", kwargs)
 
 

@@ -87,6 +87,11 @@ class DatasetConfig(Section):
     field_rejected: str | None = None
     field_label: str | None = None
 
+    # stepwise_supervised (process reward models)
+    step_separator: str | None = None
+    max_completion_length: int | None = Field(None, ge=1)
+    train_on_last_step_only: bool | None = None
+
     def label(self) -> str:
         return self.path or "<dataset>"
 

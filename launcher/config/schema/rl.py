@@ -69,5 +69,6 @@ class RLSection(Section):
     rpo_alpha: float | None = None
     trl: TRLSection | None = None
     reward_model: bool | None = None
+    center_rewards_coefficient: float | None = Field(None, description="reward models: TRL's mean-zero reward term")
     process_reward_model: bool | None = None
     num_labels: int | None = None
