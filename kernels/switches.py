@@ -28,8 +28,6 @@ class KernelSwitches:
     tiled_mlp_num_shards: int | None = None
     rms_norm: bool = False
     glu_activation: bool = False
-    rope: bool = False
-    layer_norm: bool = False
     ce_chunk_tokens: int | None = None
 
     def any(self) -> bool:
@@ -58,6 +56,4 @@ def resolve_switches(cfg: Any) -> KernelSwitches:
         tiled_mlp_num_shards=_get(cfg, "tiled_mlp_num_shards"),
         rms_norm=bool(_get(cfg, "liger_rms_norm")),
         glu_activation=bool(_get(cfg, "liger_glu_activation")),
-        rope=bool(_get(cfg, "liger_rope")),
-        layer_norm=bool(_get(cfg, "liger_layer_norm")),
     )

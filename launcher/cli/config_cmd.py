@@ -32,12 +32,19 @@ def show(ctx: click.Context, config_path: str, show_all: bool) -> None:
 @click.pass_context
 def validate(ctx: click.Context, config_path: str) -> None:
     """Check CONFIG (names, types, conflicts) without running anything."""
-    loaded = load_with_overrides(config_path, ctx.args)
+    from mudpuppy.launcher.errors import ConfigError
+
+    try:
+        loaded = load_with_overrides(config_path, ctx.args)
+    except ConfigError as exc:
+        click.echo(f"{config_path}: {len(exc.problems)} problem(s)" + (f"; {exc.summary}" if exc.summary else ""))
+        raise
     cfg = loaded.config
     mode = cfg.rl or ("reward model" if cfg.reward_model else "sft")
     tuning = cfg.adapter or "full fine-tune"
     datasets = len(cfg.datasets or [])
-    click.echo(f"{config_path}: ok ({mode}, {tuning}, {datasets} dataset(s), backend {cfg.launch.backend})")
+    click.echo(f"{config_path}: ok ({mode}, {tuning}, {datasets} dataset(s), backend {cfg.launch.backend}); "
+               f"{loaded.summary()}")
 
 
 @config.command()

@@ -45,7 +45,7 @@ class TrainingSection(Section):
 
     logging_steps: int | None = Field(None, ge=1)
     eval_steps: int | float | None = None
-    evals_per_epoch: int | None = Field(None, ge=1)
+    evals_per_epoch: int | None = Field(None, ge=0)
     eval_strategy: str | None = None
     evaluation_strategy: str | None = None
     save_steps: int | float | None = None
@@ -70,7 +70,6 @@ class TrainingSection(Section):
     dataloader_prefetch_factor: int | None = None
     dataloader_drop_last: bool | None = None
     remove_unused_columns: bool | None = None
-    strict: bool | None = False
 
     @field_validator("save_strategy", "eval_strategy", "evaluation_strategy", mode="before")
     @classmethod

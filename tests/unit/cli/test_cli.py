@@ -58,7 +58,7 @@ def test_user_error_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFix
     )
     code, out, err = run_main(["config", "validate", str(cfg)], capsys)
     assert code == 2
-    assert out == ""
+    assert out.strip() == f"{cfg}: 1 problem(s); 5 keys used, 0 unsupported"
     assert err.strip() == f"error: {cfg}:3: unknown key 'lora_alpah' (did you mean 'lora_alpha'?)"
     assert "Traceback" not in err
 
@@ -95,7 +95,8 @@ def test_config_show_resolves_defaults_and_overrides(capsys: pytest.CaptureFixtu
 def test_config_validate_summary(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_main(["config", "validate", str(EXAMPLE)], capsys)
     assert code == 0
-    assert out.strip() == f"{EXAMPLE}: ok (sft, lora, 1 dataset(s), backend local)"
+    assert out.strip().startswith(f"{EXAMPLE}: ok (sft, lora, 1 dataset(s), backend local); ")
+    assert out.strip().endswith(" keys used, 0 unsupported")
 
 
 def test_config_schema_is_json_schema(capsys: pytest.CaptureFixture[str]) -> None:

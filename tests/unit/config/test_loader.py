@@ -101,7 +101,7 @@ def test_missing_required_key() -> None:
         ("bf16: true\nfp16: true\n", "fp16", "mutually exclusive"),
         ("eval_steps: 5\nevals_per_epoch: 2\nval_set_size: 0.1\n", "evals_per_epoch", "mutually exclusive"),
         ("save_steps: 5\nsaves_per_epoch: 2\n", "saves_per_epoch", "mutually exclusive"),
-        ("eval_steps: 5\n", "eval_steps", "val_set_size"),
+        ("val_set_size: 0\neval_steps: 5\n", "eval_steps", "val_set_size"),
         ("flash_attention: true\nsdp_attention: true\n", "sdp_attention", "one attention"),
         ("deepspeed: zero2\nfsdp_version: 2\nfsdp_config: {}\n", "deepspeed", "cannot be used together"),
         ("rl: dpo\nsample_packing: true\n", "sample_packing", "rl: dpo"),
@@ -109,20 +109,22 @@ def test_missing_required_key() -> None:
     ],
 )
 def test_conflicting_options_name_the_key_and_line(extra: str, key: str, needle: str) -> None:
-    lines = problems(BASE + extra)
+    base = BASE.replace("type: alpaca", "type: chatml.intel") if "rl:" in extra else BASE
+    lines = problems(base + extra)
     assert len(lines) == 1, lines
-    source_lines = (BASE + extra).splitlines()
+    source_lines = (base + extra).splitlines()
     line_no = 1 + next(i for i, text in enumerate(source_lines) if text.startswith(key + ":"))
     assert lines[0].startswith(f"cfg.yml:{line_no}: {key}: "), lines
     assert needle in lines[0]
 
 
 def test_reward_model_defaults_follow_axolotl() -> None:
-    cfg = load_config_text(BASE + "reward_model: true\n").config
+    base = BASE.replace("type: alpaca", "type: chatml.intel")
+    cfg = load_config_text(base + "reward_model: true\n").config
     assert (cfg.resolved_model_type(), cfg.resolved_num_labels()) == ("AutoModelForSequenceClassification", 1)
-    cfg = load_config_text(BASE + "process_reward_model: true\n").config
+    cfg = load_config_text(base + "process_reward_model: true\n").config
     assert (cfg.resolved_model_type(), cfg.resolved_num_labels()) == ("AutoModelForTokenClassification", 2)
-    cfg = load_config_text(BASE + "reward_model: true\nmodel_type: MyHead\nnum_labels: 3\n").config
+    cfg = load_config_text(base + "reward_model: true\nmodel_type: MyHead\nnum_labels: 3\n").config
     assert (cfg.resolved_model_type(), cfg.resolved_num_labels()) == ("MyHead", 3)
     assert load_config_text(BASE).config.resolved_model_type() == "AutoModelForCausalLM"
 

@@ -1,0 +1,29 @@
+"""Axolotl keys mudpuppy knows but does not act on, each with what will not happen.
+
+Every schema field takes effect in the runtime (``tests/unit/config/test_every_field.py`` proves it); an Axolotl
+key that would not is kept out of the schema and listed here instead, so it loads with one warning naming the
+consequence. Keys not listed get the generic "mudpuppy does not implement it" warning.
+"""
+
+from __future__ import annotations
+
+TOP_LEVEL: dict[str, str] = {
+    "dp_shard_size": "FSDP shards over every rank; there is no hybrid shard/replicate split",
+    "dp_replicate_size": "FSDP shards over every rank; there is no hybrid shard/replicate split",
+    "sample_packing_sequentially": "packing fills bins first-fit over the shuffled rows, not in dataset order",
+    "tokenizer_save_jinja_files": "the tokenizer is saved with transformers' defaults",
+    "chunked_cross_entropy_num_chunks": "chunked_cross_entropy runs as the fused linear cross-entropy, which picks "
+                                        "its own chunk size",
+    "strict": "--key value overrides are always allowed",
+    "liger_rope": "rotary embeddings stay transformers' own (two fused elementwise ops already); no Liger kernel",
+    "liger_layer_norm": "LayerNorm stays torch's native fused layer_norm; no Liger kernel",
+    "pretraining_dataset": "streaming pretraining data is not implemented; list the data under datasets: "
+                           "with type: completion",
+    "include_tkps": "use include_tokens_per_second",
+}
+DATASET: dict[str, str] = {
+    "field_human": "legacy sharegpt field names are not read; map roles with roles: / message_property_mappings:",
+    "field_model": "legacy sharegpt field names are not read; map roles with roles: / message_property_mappings:",
+    "input_transform": "rows are used as loaded",
+    "logprobs_field": "knowledge-distillation logprobs are not read (Axolotl's KD plugin is not implemented)",
+}
