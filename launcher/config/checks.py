@@ -94,6 +94,9 @@ def _conflicts(cfg: Config, given: frozenset[str] | set[str], warnings: list[Pro
         elif asked:
             warnings.append(((asked[0],), "no evaluation data (val_set_size is 0 and no test_datasets): "
                                           "nothing is evaluated"))
+    if cfg.gradient_checkpointing == "offload_disk":
+        warnings.append((("gradient_checkpointing",), "offload_disk keeps activations in CPU memory, not on disk "
+                                                      "(mudpuppy offloads with torch's save_on_cpu)"))
     if cfg.save_safetensors is False:
         yield ("save_safetensors",), "save_safetensors: false is not supported with transformers 5, which always " \
                                      "writes safetensors; remove the key"

@@ -9,6 +9,8 @@ does not run is "known but unsupported": a clear validate error instead of a typ
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from functools import cache
 from importlib import resources
 
@@ -74,6 +76,11 @@ def chat_templates() -> frozenset[str]:
     return frozenset(e.name[: -len(".jinja")] for e in folder.iterdir() if e.name.endswith(".jinja"))
 
 
+def _unknown(what: str, name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    return f"unknown {what} {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+
+
 def preference_family(rl: str | None, reward_model: bool) -> str | None:
     """The preference family a config's datasets belong to (as ``runtime.data.preference`` decides)."""
     if rl in ("dpo", "ipo", "simpo") or (rl is None and reward_model):
@@ -92,7 +99,7 @@ def check_chat_template(name: str) -> str | None:
         return None
     if base in axolotl_keys.CHAT_TEMPLATES:
         return f"{base!r} is an Axolotl chat template mudpuppy does not ship yet"
-    return f"unknown chat template {name!r}"
+    return _unknown("chat template", name, chat_templates() | set(axolotl_keys.CHAT_TEMPLATES))
 
 
 def check_optimizer(name: str) -> str | None:
@@ -100,7 +107,7 @@ def check_optimizer(name: str) -> str | None:
         return None
     if name in axolotl_keys.CUSTOM_OPTIMIZERS:
         return f"{name!r} is one of Axolotl's own optimizers, which mudpuppy does not implement"
-    return f"unknown optimizer {name!r}"
+    return _unknown("optimizer", name, OPTIMIZERS)
 
 
 def check_scheduler(name: str) -> str | None:
@@ -108,7 +115,7 @@ def check_scheduler(name: str) -> str | None:
         return None
     if name in UNSUPPORTED_SCHEDULERS:
         return f"{name!r} ({UNSUPPORTED_SCHEDULERS[name]}) is not implemented by mudpuppy"
-    return f"unknown lr_scheduler {name!r}"
+    return _unknown("lr_scheduler", name, SCHEDULERS)
 
 
 def check_rl(name: str) -> str | None:
@@ -116,7 +123,7 @@ def check_rl(name: str) -> str | None:
         return None
     if name in UNSUPPORTED_RL:
         return f"{name} ({UNSUPPORTED_RL[name]}) is an Axolotl mode mudpuppy does not support"
-    return f"unknown rl mode {name!r}"
+    return _unknown("rl mode", name, RL_MODES)
 
 
 def check_sft_type(name: str) -> str | None:
@@ -149,4 +156,4 @@ def _unknown_type(name: str, family: str) -> str | None:
         return f"{name!r} is an Axolotl prompt strategy mudpuppy does not implement yet"
     if "." in name and not axolotl_module:
         return None  # module.function from a local Python file: resolved at run time (Axolotl's custom types)
-    return f"unknown dataset type {name!r}"
+    return _unknown("dataset type", name, SFT_TYPES if not family else PREFERENCE_TYPES.get(family, ()))

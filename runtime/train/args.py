@@ -31,6 +31,8 @@ class TrainPlan:
     loraplus: dict[str, float] | None = None
     constant_lr: tuple[float, float] | None = None
     env_vars: dict[str, str] = field(default_factory=dict)
+    embedding_lr: tuple[str, float] | None = None   # ("scale", x) or ("lr", x): Axolotl's embedding param group
+    offload_activations: bool = False               # gradient_checkpointing: offload -> saved tensors on CPU
 
 
 def gradient_accumulation(cfg: Any, world_size: int) -> int:
@@ -90,7 +92,6 @@ def plan_training(cfg: Any, *, precision: Precision, env: Env, train_rows: int, 
         if getattr(cfg, key) is not None:
             args[key] = getattr(cfg, key)
     if cfg.gradient_checkpointing:
-        # "offload"/"offload_disk" (Axolotl's activation offloading) fall back to plain recomputation here
         args["gradient_checkpointing"] = True
         args["gradient_checkpointing_kwargs"] = cfg.gradient_checkpointing_kwargs or {"use_reentrant": False}
 
@@ -99,7 +100,16 @@ def plan_training(cfg: Any, *, precision: Precision, env: Env, train_rows: int, 
                      save_total_limit=cfg.save_total_limit)
     if cfg.cosine_constant_lr_ratio is not None:
         plan.constant_lr = (cfg.cosine_min_lr_ratio or 0.0, cfg.cosine_constant_lr_ratio)
+    # "offload"/"offload_disk": checkpointed activations (the tensors autograd saves) are kept in CPU memory
+    plan.offload_activations = cfg.gradient_checkpointing in ("offload", "offload_disk")
+    if cfg.embedding_lr_scale:  # Axolotl: the scale wins over an absolute embedding_lr
+        plan.embedding_lr = ("scale", float(cfg.embedding_lr_scale))
+    elif cfg.embedding_lr:
+        plan.embedding_lr = ("lr", float(cfg.embedding_lr))
     if cfg.loraplus_lr_ratio:
+        if plan.embedding_lr:
+            raise UserError("embedding_lr/embedding_lr_scale cannot be combined with loraplus_lr_ratio",
+                            hint="LoRA+ sets its own embedding learning rate (loraplus_lr_embedding)")
         if not cfg.adapter:
             raise UserError("loraplus_lr_ratio needs adapter: lora (LoRA+ scales the LoRA B matrices)")
         plan.loraplus = {"ratio": cfg.loraplus_lr_ratio, "embedding": cfg.loraplus_lr_embedding or 1e-6}
