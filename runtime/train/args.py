@@ -9,12 +9,12 @@ checkpoints only), so transformers never sees it.
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from mudpuppy.launcher.config import names
 from mudpuppy.launcher.errors import UserError
 from mudpuppy.runtime.env import Env
 from mudpuppy.runtime.model.precision import Precision
@@ -128,14 +128,11 @@ def plan_training(cfg: Any, *, precision: Precision, env: Env, train_rows: int, 
 
 
 def optimizer_name(name: str | None) -> str:
-    from transformers.training_args import OptimizerNames
-
+    """The ``optim`` name, checked against the registry ``config validate`` uses (``launcher.config.names``)."""
     name = name or "adamw_torch_fused"
-    valid = [o.value for o in OptimizerNames]
-    if name not in valid:
-        close = difflib.get_close_matches(name, valid, n=1)
-        hint = f"did you mean {close[0]!r}?" if close else "see transformers' OptimizerNames"
-        raise UserError(f"optimizer: {name!r} is not an optimizer transformers knows", hint=hint)
+    problem = names.check_optimizer(name)
+    if problem:
+        raise UserError(f"optimizer: {problem}")
     if ("8bit" in name or "paged" in name or name.startswith("lion")) and not _has_bitsandbytes():
         raise UserError(f"optimizer: {name} needs bitsandbytes (a CUDA GPU)", hint="use adamw_torch on this machine")
     return name
@@ -148,8 +145,6 @@ def _has_bitsandbytes() -> bool:
 
 
 def _schedule(cfg: Any, args: dict[str, Any]) -> None:
-    from transformers.trainer_utils import SchedulerType
-
     name = cfg.lr_scheduler or "cosine"
     kwargs = dict(cfg.lr_scheduler_kwargs or {})
     if cfg.cosine_min_lr_ratio is not None and cfg.cosine_constant_lr_ratio is None:
@@ -157,13 +152,9 @@ def _schedule(cfg: Any, args: dict[str, Any]) -> None:
             raise UserError(f"cosine_min_lr_ratio needs lr_scheduler: cosine (got {name})")
         name = "cosine_with_min_lr"
         kwargs["min_lr_rate"] = cfg.cosine_min_lr_ratio
-    if name == "one_cycle":
-        raise UserError("lr_scheduler: one_cycle is not supported by mudpuppy yet; use cosine or linear")
-    valid = [s.value for s in SchedulerType]
-    if name not in valid:
-        close = difflib.get_close_matches(name, valid, n=1)
-        raise UserError(f"lr_scheduler: {name!r} is unknown", hint=f"did you mean {close[0]!r}?" if close else
-                        "use one of " + ", ".join(valid))
+    problem = names.check_scheduler(name)
+    if problem:
+        raise UserError(f"lr_scheduler: {problem}", hint="use one of " + ", ".join(names.SCHEDULERS))
     args["lr_scheduler_type"] = name
     if kwargs:
         args["lr_scheduler_kwargs"] = kwargs
