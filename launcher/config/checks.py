@@ -122,11 +122,15 @@ def _conflicts(cfg: Config, given: frozenset[str] | set[str], warnings: list[Pro
         yield ("peft_layers_pattern",), "peft_layers_pattern needs peft_layers_to_transform"
     if cfg.adapter and cfg.unfrozen_parameters and cfg.peft_layers_to_transform:
         yield ("unfrozen_parameters",), "unfrozen_parameters cannot be combined with peft_layers_to_transform"
-    attention = [
-        k for k in ("flash_attention", "sdp_attention", "flex_attention", "eager_attention") if getattr(cfg, k)
-    ]
-    if len(attention) > 1:
-        yield (attention[1],), f"choose one attention implementation, not {' and '.join(attention)}"
+    # Axolotl: legacy flags next to attn_implementation are an error; several flags pick one by priority
+    attention = [k for k in ("flex_attention", "flash_attention", "sdp_attention", "eager_attention")
+                 if getattr(cfg, k)]
+    if attention and cfg.attn_implementation:
+        yield (attention[0],), (f"attn_implementation cannot be combined with the legacy flag {attention[0]}; "
+                                "keep only attn_implementation")
+    elif len(attention) > 1:
+        warnings.append(((attention[1],), f"several attention flags set: {attention[0]} wins "
+                                          f"({cfg.attention_implementation()})"))
     if cfg.deepspeed and (cfg.fsdp or cfg.fsdp_config is not None or cfg.fsdp_version):
         yield ("deepspeed",), "deepspeed and fsdp cannot be used together; keep one"
     if cfg.rl and cfg.sample_packing:

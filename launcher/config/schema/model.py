@@ -74,10 +74,10 @@ class ModelSection(Section):
         """Map Axolotl's boolean attention flags onto transformers' ``attn_implementation``."""
         if self.attn_implementation:
             return self.attn_implementation
+        if self.flex_attention:  # Axolotl's priority among the legacy flags: flex, flash, sdp, eager
+            return "flex_attention"
         if self.flash_attention:
             return "flash_attention_2"
-        if self.flex_attention:
-            return "flex_attention"
         if self.sdp_attention:
             return "sdpa"
         if self.eager_attention:

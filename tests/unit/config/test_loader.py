@@ -102,7 +102,7 @@ def test_missing_required_key() -> None:
         ("eval_steps: 5\nevals_per_epoch: 2\nval_set_size: 0.1\n", "evals_per_epoch", "mutually exclusive"),
         ("save_steps: 5\nsaves_per_epoch: 2\n", "saves_per_epoch", "mutually exclusive"),
         ("val_set_size: 0\neval_steps: 5\n", "eval_steps", "val_set_size"),
-        ("flash_attention: true\nsdp_attention: true\n", "sdp_attention", "one attention"),
+        ("attn_implementation: sdpa\nflash_attention: true\n", "flash_attention", "cannot be combined"),
         ("deepspeed: zero2\nfsdp_version: 2\nfsdp_config: {}\n", "deepspeed", "cannot be used together"),
         ("rl: dpo\nsample_packing: true\n", "sample_packing", "rl: dpo"),
         ("dataset_shard_idx: 1\n", "dataset_shard_idx", "dataset_shard_num"),
@@ -116,6 +116,12 @@ def test_conflicting_options_name_the_key_and_line(extra: str, key: str, needle:
     line_no = 1 + next(i for i, text in enumerate(source_lines) if text.startswith(key + ":"))
     assert lines[0].startswith(f"cfg.yml:{line_no}: {key}: "), lines
     assert needle in lines[0]
+
+
+def test_several_legacy_attention_flags_pick_axolotls_priority() -> None:
+    loaded = load_config_text(BASE + "flash_attention: true\nflex_attention: true\n")
+    assert loaded.config.attention_implementation() == "flex_attention"
+    assert any("flex_attention wins" in w for w in loaded.warnings)
 
 
 def test_reward_model_defaults_follow_axolotl() -> None:
