@@ -68,3 +68,27 @@ def test_classification_of_problem_lines() -> None:
     assert measure_examples.classify(ConfigError(["f:1: rl: ebft (...) is an Axolotl mode mudpuppy does not "
                                                   "support"])) == "unsupported"
     assert measure_examples.classify(ConfigError(["f:1: something else"])) == "other"
+
+
+@pytest.mark.timeout(300)
+def test_known_names_regenerate_identically_from_the_checkout(tmp_path: Path) -> None:
+    """The committed axolotl_main.json is exactly what the generator makes from the Axolotl checkout given."""
+    import json
+
+    checkout = os.environ.get("AXOLOTL_CHECKOUT")
+    if not checkout:
+        pytest.skip("set AXOLOTL_CHECKOUT to an Axolotl source tree or bare git dir to regenerate the key list")
+    sys.path.insert(0, str(ROOT / "tests" / "data" / "axolotl"))
+    import make_known_names
+
+    committed = json.loads((ROOT / "launcher" / "config" / "axolotl_main.json").read_text())
+    root = Path(checkout)
+    if (root / "src").is_dir():
+        fresh = make_known_names.generate(root, "checkout")
+    else:
+        rev = committed["source"].split()[-1]
+        archive = subprocess.run(["git", "-C", str(root), "archive", rev, "src/axolotl", "examples"], check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tmp_path)], input=archive, check=True)
+        fresh = make_known_names.generate(tmp_path, rev)
+    assert {k: v for k, v in fresh.items() if k != "source"} == {k: v for k, v in committed.items() if k != "source"}
