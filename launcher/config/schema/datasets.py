@@ -112,5 +112,6 @@ class DataSection(Section):
     pad_to_multiple_of: int | None = None
     sample_packing_group_size: int | None = 100_000
     sample_packing_bin_size: int | None = 200
+    sample_packing_sequentially: bool | None = Field(None, description="Pack rows in dataset order (next fit).")
     train_on_inputs: bool | None = False
     max_prompt_len: int | None = None
