@@ -10,7 +10,6 @@ from __future__ import annotations
 TOP_LEVEL: dict[str, str] = {
     "dp_shard_size": "FSDP shards over every rank; there is no hybrid shard/replicate split",
     "dp_replicate_size": "FSDP shards over every rank; there is no hybrid shard/replicate split",
-    "tokenizer_save_jinja_files": "the tokenizer is saved with transformers' defaults",
     "chunked_cross_entropy_num_chunks": "chunked_cross_entropy runs as the fused linear cross-entropy, which picks "
                                         "its own chunk size",
     "strict": "--key value overrides are always allowed",

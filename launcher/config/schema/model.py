@@ -27,6 +27,7 @@ class ModelSection(Section):
     tokenizer_type: str | None = None
     tokenizer_use_fast: bool | None = None
     tokenizer_legacy: bool | None = None
+    tokenizer_save_jinja_files: bool | None = Field(True, description="False: chat template inside tokenizer_config.")
     trust_remote_code: bool | None = None
     overrides_of_model_config: dict[str, Any] | None = None
     overrides_of_model_kwargs: dict[str, Any] | None = None
