@@ -60,9 +60,15 @@ def load_config_text(text: str, name: str = "<config>", overrides: dict[str, Any
 
 
 def validate_source(source: ConfigSource, overrides: dict[str, Any]) -> LoadedConfig:
-    override_paths = _apply_overrides(source.data, overrides)
     problems: list[str] = []
     tally = _Tally()
+    if isinstance(source.data, dict) and source.data.get("strict") is True:
+        # Axolotl's strict: true lets the command line change only keys the file already has
+        for dotted in [k for k in overrides if k.split(".")[0] not in source.data]:
+            overrides = {k: v for k, v in overrides.items() if k != dotted}
+            tally.warnings.append(f"--{dotted}: ignored because the config sets strict: true and has no "
+                                  f"{dotted.split('.')[0]} key")
+    override_paths = _apply_overrides(source.data, overrides)
     given = frozenset(k for k in source.data if isinstance(k, str)) if isinstance(source.data, dict) else frozenset()
 
     def where(path: KeyPath) -> str:

@@ -12,12 +12,11 @@ TOP_LEVEL: dict[str, str] = {
     "dp_replicate_size": "FSDP shards over every rank; there is no hybrid shard/replicate split",
     "chunked_cross_entropy_num_chunks": "chunked_cross_entropy runs as the fused linear cross-entropy, which picks "
                                         "its own chunk size",
-    "strict": "--key value overrides are always allowed",
     "liger_rope": "rotary embeddings stay transformers' own (two fused elementwise ops already); no Liger kernel",
     "liger_layer_norm": "LayerNorm stays torch's native fused layer_norm; no Liger kernel",
     "pretraining_dataset": "streaming pretraining data is not implemented; list the data under datasets: "
                            "with type: completion",
-    "include_tkps": "use include_tokens_per_second",
+    "include_tkps": "tokens/s is always logged each step (tokens_per_second in metrics.jsonl); nothing to switch",
 }
 DATASET: dict[str, str] = {
     "field_human": "legacy sharegpt field names are not read; map roles with roles: / message_property_mappings:",

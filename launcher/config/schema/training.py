@@ -70,6 +70,7 @@ class TrainingSection(Section):
     dataloader_prefetch_factor: int | None = None
     dataloader_drop_last: bool | None = None
     remove_unused_columns: bool | None = None
+    strict: bool | None = Field(False, description="true: --key overrides may only change keys the file has.")
 
     @field_validator("save_strategy", "eval_strategy", "evaluation_strategy", mode="before")
     @classmethod

@@ -240,3 +240,11 @@ def test_config_from_url_and_http_errors() -> None:
 def test_unreachable_url_is_one_line() -> None:
     with pytest.raises(UserError, match="cannot fetch config"):
         load_config("http://127.0.0.1:9/cfg.yml")
+
+
+def test_strict_true_lets_overrides_change_only_keys_the_file_has() -> None:
+    loaded = load_config_text(BASE + "strict: true\nseed: 1\n", "cfg.yml", overrides={"seed": 5, "weight_decay": 0.3})
+    assert loaded.config.seed == 5 and loaded.config.weight_decay == 0.0
+    assert any("--weight_decay: ignored because the config sets strict: true" in w for w in loaded.warnings)
+    loose = load_config_text(BASE + "seed: 1\n", "cfg.yml", overrides={"weight_decay": 0.3})
+    assert loose.config.weight_decay == 0.3
