@@ -44,7 +44,7 @@ def apply_kernels(model: nn.Module, cfg: Any) -> list[str]:
     if switches.fused_linear_ce:
         from mudpuppy.kernels.causal_lm import install_fused_loss
 
-        lines.append(install_fused_loss(causal))
+        lines.append(install_fused_loss(causal, num_chunks=switches.ce_num_chunks))
     return lines
 
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 TOP_LEVEL: dict[str, str] = {
     "dp_shard_size": "FSDP shards over every rank; there is no hybrid shard/replicate split",
     "dp_replicate_size": "FSDP shards over every rank; there is no hybrid shard/replicate split",
-    "chunked_cross_entropy_num_chunks": "chunked_cross_entropy runs as the fused linear cross-entropy, which picks "
-                                        "its own chunk size",
     "liger_rope": "rotary embeddings stay transformers' own (two fused elementwise ops already); no Liger kernel",
     "liger_layer_norm": "LayerNorm stays torch's native fused layer_norm; no Liger kernel",
     "pretraining_dataset": "streaming pretraining data is not implemented; list the data under datasets: "

@@ -45,5 +45,6 @@ class KernelSection(Section):
     liger_glu_activation: bool | None = None
     liger_cross_entropy: bool | None = None
     chunked_cross_entropy: bool | None = None
+    chunked_cross_entropy_num_chunks: int | None = Field(None, gt=0)
     tiled_mlp: bool | None = None
     tiled_mlp_num_shards: int | None = Field(None, gt=0)

@@ -144,3 +144,24 @@ def test_model_with_logit_scale_is_refused(tmp_path):
     model.config.logit_scale = 0.5
     with pytest.raises(UserError, match="logit_scale"):
         apply_kernels(model, {"cut_cross_entropy": True})
+
+
+def test_chunked_cross_entropy_num_chunks_splits_each_batch(tmp_path, monkeypatch):
+    import mudpuppy.kernels.causal_lm as causal_lm
+
+    ref = tiny_model(tmp_path)
+    fused = copy.deepcopy(ref)
+    seen = []
+    real = causal_lm.linear_cross_entropy
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["chunk_tokens"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(causal_lm, "linear_cross_entropy", spy)
+    (line,) = apply_kernels(fused, {"chunked_cross_entropy": True, "chunked_cross_entropy_num_chunks": 4})
+    assert "1/4 of the batch" in line
+    ids, labels = _batch()  # 3 x 17 = 51 tokens -> chunks of 13
+    loss = fused(input_ids=ids, labels=labels).loss
+    assert seen == [13]
+    torch.testing.assert_close(loss, causal_lm_reference_loss(ref(input_ids=ids).logits, labels))
