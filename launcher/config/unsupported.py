@@ -17,8 +17,8 @@ TOP_LEVEL: dict[str, str] = {
     "include_tkps": "tokens/s is always logged each step (tokens_per_second in metrics.jsonl); nothing to switch",
 }
 DATASET: dict[str, str] = {
-    "field_human": "legacy sharegpt field names are not read; map roles with roles: / message_property_mappings:",
-    "field_model": "legacy sharegpt field names are not read; map roles with roles: / message_property_mappings:",
-    "input_transform": "rows are used as loaded",
+    "field_human": "no Axolotl code reads it either; map roles with roles: / message_property_mappings:",
+    "field_model": "no Axolotl code reads it either; map roles with roles: / message_property_mappings:",
+    "input_transform": "it selects the variant of Axolotl's messages strategy, which mudpuppy does not implement",
     "logprobs_field": "knowledge-distillation logprobs are not read (Axolotl's KD plugin is not implemented)",
 }
