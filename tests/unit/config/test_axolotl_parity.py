@@ -211,3 +211,33 @@ def test_every_sft_registry_name_builds_in_the_runtime(tmp_path: Path) -> None:
         cfg = load_config_text(f"base_model: {model}\nlearning_rate: 1\nchat_template: chatml\n"
                                f"datasets:\n  - path: a.jsonl\n    type: {kind}\n").config
         assert build_strategy(cfg, cfg.datasets[0], load_tokenizer(cfg)) is not None, kind
+
+
+def test_every_axolotl_strategy_the_runtime_builds_passes_validate(tmp_path: Path) -> None:
+    """Runtime -> registry: a ``type:`` the runtime resolves (a strategy added there) must not fail validate."""
+    from mudpuppy.launcher.errors import UserError
+    from mudpuppy.runtime.data.preference.strategies import build_transform
+    from mudpuppy.runtime.data.strategies import build_strategy
+    from mudpuppy.runtime.tokenizer import load_tokenizer
+    from tests.fixtures.tiny import build_tiny_model_dir
+
+    model = build_tiny_model_dir(tmp_path / "m")
+    base = f"base_model: {model}\nlearning_rate: 1\nchat_template: chatml\ndatasets:\n  - path: a.jsonl\n"
+    tokenizer = load_tokenizer(load_config_text(base + "    type: alpaca\n").config)
+    missing = []
+    for entry in sorted(axolotl_keys.STRATEGIES):
+        family, _, name = entry.rpartition(":")
+        cfg = load_config_text(base + ("    type: passthrough\nrl: " + family if family else "    type: alpaca")
+                               + "\n").config
+        ds = cfg.datasets[0].model_copy(update={"type": name})
+        try:
+            if family:
+                build_transform(cfg, ds, tokenizer, 0)
+            else:
+                build_strategy(cfg, ds, tokenizer)
+        except (UserError, ImportError, ModuleNotFoundError):
+            continue  # not resolved by the runtime (or needs a local module): validate may refuse it
+        check = names.check_preference_type(name, family) if family else names.check_sft_type(name)
+        if check is not None:
+            missing.append(f"{entry}: {check}")
+    assert missing == []
