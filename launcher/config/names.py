@@ -36,7 +36,7 @@ SCHEDULERS = (
 UNSUPPORTED_SCHEDULERS = {"one_cycle": "Axolotl's OneCycleLR schedule", "rex": "Axolotl's REX schedule"}
 
 RL_MODES = ("dpo", "ipo", "simpo", "kto", "orpo", "grpo", "gdpo")
-UNSUPPORTED_RL = {"ebft": "energy-based fine-tuning (Axolotl's own EBFT trainer; TRL has no equivalent)"}
+UNSUPPORTED_RL = {"ebft": "energy-based fine-tuning, Axolotl's own trainer with no TRL equivalent"}
 
 # Dataset ``type:`` names the SFT pipeline resolves (runtime.data.strategies.build_strategy).
 SFT_TYPES = frozenset({
