@@ -110,6 +110,14 @@ class LossWatchdogCallback(TrainerCallback):
                       f"{self.strikes} logs; stopping", file=sys.stderr, flush=True)
 
 
+class SaveFirstStepCallback(TrainerCallback):
+    """``save_first_step``: a checkpoint right after step 1 (catches a broken save path before hours pass)."""
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step == 1:
+            control.should_save = True
+
+
 class PreemptionCallback(TrainerCallback):
     """After each optimizer step: if a preemption signal arrived, save now and stop."""
 

@@ -125,6 +125,7 @@ def _run(cfg: Any, env: Env, watcher: Any, stream: TextIO, extra_callbacks: list
         NothingLeftToTrain,
         PreemptionCallback,
         ProgressCallback,
+        SaveFirstStepCallback,
     )
     from mudpuppy.runtime.train.collator import build_collator
     from mudpuppy.runtime.train.trainer import MudpuppyTrainer
@@ -146,6 +147,8 @@ def _run(cfg: Any, env: Env, watcher: Any, stream: TextIO, extra_callbacks: list
         callbacks.append(LossWatchdogCallback(cfg.loss_watchdog_threshold, cfg.loss_watchdog_patience or 3))
     if cfg.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+    if cfg.save_first_step:
+        callbacks.append(SaveFirstStepCallback())
     callbacks.extend(extra_callbacks)
     callbacks.append(EndReachedCallback())
 
@@ -166,6 +169,8 @@ def _run(cfg: Any, env: Env, watcher: Any, stream: TextIO, extra_callbacks: list
             save_total_limit=plan.save_total_limit,
             loraplus=plan.loraplus,
             constant_lr=plan.constant_lr,
+            embedding_lr=plan.embedding_lr,
+            offload_activations=plan.offload_activations,
         )
     parallel.prepare_trainer(trainer, cfg, env)
     trainer.remove_callback(PrinterCallback)
@@ -199,6 +204,10 @@ def _run(cfg: Any, env: Env, watcher: Any, stream: TextIO, extra_callbacks: list
 
     from mudpuppy.runtime.output import save_final
 
+    if cfg.include_tokens_per_second and metrics.get("train_runtime"):
+        # Axolotl's end-of-training throughput: real (non-pad) tokens seen over the training wall time
+        metrics["train_tokens_per_second"] = trainer.state.num_input_tokens_seen / metrics["train_runtime"]
+        _say(stream, env, f"train_tokens_per_second: {metrics['train_tokens_per_second']:.1f}")
     save_final(trainer, cfg, output_dir, metrics)
     volume.finish()
     if trainer.args.should_save:  # last: from here on a relaunch finds the run complete and does nothing

@@ -29,7 +29,7 @@ COLUMNS = {
 def family_of(cfg: Any) -> str:
     if cfg.rl in ("dpo", "ipo", "simpo") or (cfg.rl is None and (cfg.reward_model or cfg.process_reward_model)):
         return "dpo"
-    return str(cfg.rl)
+    return "grpo" if cfg.rl == "gdpo" else str(cfg.rl)
 
 
 @dataclass

@@ -107,3 +107,14 @@ def test_precision_auto_resolves_against_the_device():
         resolve_precision(cfg(fp16=True, bf16=False), device="cpu")
     with pytest.raises(UserError, match="no bf16 support"):
         resolve_precision(cfg(bf16=True), device="cuda", bf16_supported=False, tf32_supported=False)
+
+
+def test_embedding_lr_scale_wins_and_offload_is_planned():
+    assert plan(embedding_lr_scale=0.5, embedding_lr=1e-5).embedding_lr == ("scale", 0.5)
+    assert plan(embedding_lr=1e-5).embedding_lr == ("lr", 1e-5)
+    assert plan().embedding_lr is None
+    assert plan(gradient_checkpointing="offload").offload_activations
+    assert plan(gradient_checkpointing="offload").args["gradient_checkpointing"] is True
+    assert not plan(gradient_checkpointing=True).offload_activations
+    with pytest.raises(UserError, match="loraplus"):
+        plan(embedding_lr=1e-5, loraplus_lr_ratio=16, adapter="lora", lora_r=4)
