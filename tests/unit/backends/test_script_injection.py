@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
 from mudpuppy.backends.local import LocalBackend
@@ -238,6 +240,14 @@ def test_sbatch_word_reads_back_through_sbatch_tokenizer(box: Sandbox) -> None:
         assert sbatch_arguments(f"#SBATCH {sbatch_word(value)}\ntrue\n")[0] == [value]
     with pytest.raises(UserError, match="newline"):
         sbatch_word("--partition=a\ntouch x")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(st.characters(blacklist_categories=("Cc", "Zl", "Zp", "Cs")), min_size=1))
+def test_sbatch_word_round_trips_any_text(value: str) -> None:
+    """A fuzzer over sbatch_word against the port of sbatch's tokenizer: every script-safe text reads back."""
+    assert sbatch_arguments(f"#SBATCH {sbatch_word(value)}\ntrue\n")[0] == [value]
+    assert sbatch_arguments(f"#SBATCH {sbatch_word('--x=' + value)}\ntrue\n")[0] == ["--x=" + value]
 
 
 def test_sbatch_script_runs_hostile_values_as_data(box: Sandbox) -> None:
