@@ -251,7 +251,7 @@ def secret_working_dir(staged: Path, values: dict[str, str]) -> Iterator[Path]:
     """A private copy of the job folder (the bundle, hard-linked) plus ``SECRETS_FILE`` (0600), for one submission.
 
     Ray zips the ``working_dir`` and uploads it to the cluster inside ``submit_job``, so the folder is removed as
-    soon as that returns. The zip keeps the file's 0600 mode when Ray unpacks it; the job's driver reads the file
+    soon as that returns. Ray (2.60) restores the 0600 mode when it unpacks the zip; the job's driver reads the file
     and deletes it (``launcher.ray_entry``). A random nonce in the file keeps the package's content hash, which
     Ray shows as the working_dir URI, from being a hash of the secret values alone.
     """

@@ -85,12 +85,24 @@ def with_secrets(values: dict[str, str], filename: str) -> Any:
     where they become environment variables of that worker and of what it starts; nothing Ray records or shows
     (runtime_env, train_loop_config) holds them."""
     def train_loop_with_secrets(spec: dict[str, Any]) -> None:
-        # A worker on another node has the working_dir unpacked afresh, secrets file included: delete it there.
-        Path(filename).unlink(missing_ok=True)
+        remove_unpacked_copies(filename)
         os.environ.update(values)
         train_loop(spec)
 
     return train_loop_with_secrets
+
+
+def remove_unpacked_copies(filename: str) -> None:
+    """A worker on another node has the working_dir unpacked afresh, secrets file included: delete it there.
+
+    Ray Train has already moved the worker into its own folder, so the working_dir is found where Ray started
+    the process (``cd DIR && ...`` leaves ``$PWD``) and as the first ``PYTHONPATH`` entry Ray adds for it.
+    """
+    places = {Path.cwd(), *(Path(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)}
+    if os.environ.get("PWD"):
+        places.add(Path(os.environ["PWD"]))
+    for place in places:
+        (place / filename).unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- inside each Ray Train worker

@@ -1,6 +1,7 @@
 """A secret given to the ray backend reaches the training process but nothing Ray records or shows.
 
-Real local Ray cluster (head on 127.0.0.2). The job's entrypoint is swapped for ``tests.infra.secret_probe``,
+Real local Ray cluster: head on 127.0.0.2 and a second node on 127.0.0.3, one Train worker on each. The
+job's entrypoint is swapped for ``tests.infra.secret_probe``,
 which each Train worker runs as a child process and which records the sha256 of the secret it sees. Then the
 places Ray keeps job data are searched for the value: ``ray job list`` (the CLI), ``get_job_info`` (runtime_env,
 entrypoint, metadata), the dashboard's HTTP API (jobs, tasks, actors, Train runs), the job's logs, and every file
@@ -10,14 +11,20 @@ the same job is the positive control: it must show up in those same places, so t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,7 +34,7 @@ pytest.importorskip("ray.job_submission")
 from mudpuppy.backends.base import State  # noqa: E402
 from mudpuppy.launcher import dispatch  # noqa: E402
 from mudpuppy.launcher.registry import Registry, new_run_id  # noqa: E402
-from tests.infra.ray import RayCluster, ray_cluster, ray_env  # noqa: E402
+from tests.infra.ray import RayCluster, _kill_leftovers, ray_cluster, ray_env  # noqa: E402
 from tests.infra.tiny_bundle import tiny_config  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(420)]
@@ -64,15 +71,18 @@ def test_secret_reaches_workers_but_not_ray_records(tmp_path: Path, monkeypatch:
     monkeypatch.setenv("MUDPUPPY_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv(SECRET_NAME, secret)
     monkeypatch.chdir(tmp_path)
-    probe_out = tmp_path / "probe.json"
-    with ray_cluster(num_cpus=2) as cluster:
+    probe_out = tmp_path / "probe"
+    probe_out.mkdir()
+    # two nodes with one CPU each: one Train worker per node, so a second node unpacks the working_dir afresh
+    with ray_cluster(num_cpus=1) as cluster, second_node(cluster) as node_dir:
         monkeypatch.setenv("RAY_ADDRESS", cluster.address)
         config = tiny_config(tmp_path, launch={
             "backend": "ray", "retries": 0, "secrets": [SECRET_NAME],
             "entrypoint": "mudpuppy.tests.infra.secret_probe",
             "env": {"MP_PROBE_OUT": str(probe_out), "MP_PLAIN_MARKER": plain, "OMP_NUM_THREADS": "1"},
             # the cluster imports this tree (it has tests/infra); the shipped wheel would not
-            "ray": {"num_workers": 1, "ship_source": False, "workdir": str(tmp_path / "work")},
+            "ray": {"num_workers": 2, "ship_source": False, "workdir": str(tmp_path / "work"),
+                    "resources_per_worker": {"CPU": 1}},
         })
         registry = Registry()
         record = dispatch.submit(dispatch.prepare(str(config), {}, new_run_id()), str(config), registry)
@@ -86,14 +96,52 @@ def test_secret_reaches_workers_but_not_ray_records(tmp_path: Path, monkeypatch:
         logs = "".join(dispatch.iter_logs(record, follow=False))
         assert status.state == State.SUCCEEDED, logs[-4000:]
 
-        # the training process (a child of the Train worker) saw exactly the secret
-        seen = json.loads(probe_out.read_text())
-        assert seen["set"] and seen["sha256"] == hashlib.sha256(secret.encode()).hexdigest()
+        # each training process (a child of a Train worker, one per node) saw exactly the secret
+        seen = [json.loads(p.read_text()) for p in probe_out.iterdir()]
+        assert len(seen) == 2, seen
+        assert all(s["set"] and s["sha256"] == hashlib.sha256(secret.encode()).hexdigest() for s in seen)
 
         _assert_nowhere_in_ray(cluster, job_id, secret, plain, logs)
+        # the second node's unpacked copy of the working_dir lost its secrets file too (its worker deleted it)
+        unpacked = [p for p in node_dir.rglob("bundle.tar.gz") if "runtime_resources" in str(p)]
+        assert unpacked, "the second node never unpacked the working_dir: no worker ran there"
+        assert not list(node_dir.rglob(".mudpuppy-secrets.json"))
+        assert not _files_containing(node_dir, secret.encode())
         # nothing left behind on this machine either: the private working_dir copy was removed after upload
         assert not list((tmp_path / "state").rglob(".job-secrets-*"))
         assert not _files_containing(tmp_path / "state", secret.encode())
+
+
+@contextlib.contextmanager
+def second_node(cluster: RayCluster, num_cpus: int = 1) -> Iterator[Path]:
+    """A worker node on 127.0.0.3 joined to ``cluster``, with its own temp dir; stopped by process group."""
+    node_dir = Path(tempfile.mkdtemp(prefix="ray2", dir="/tmp"))
+    cmd = [str(Path(sys.executable).with_name("ray")), "start", f"--address={cluster.gcs}", "--block",
+           "--node-ip-address=127.0.0.3", f"--num-cpus={num_cpus}", "--num-gpus=0", f"--temp-dir={node_dir}",
+           "--object-store-memory=100000000", "--disable-usage-stats"]
+    with open(node_dir / "node.log", "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=ray_env(), start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            nodes = json.loads(_get(cluster.address + "/nodes?view=summary")[1] or "{}")
+            alive = [n for n in (nodes.get("data") or {}).get("summary", []) if n.get("raylet", {}).get("state")
+                     == "ALIVE"]
+            if len(alive) >= 2:
+                break
+            assert proc.poll() is None and time.monotonic() < deadline, (node_dir / "node.log").read_text()[-3000:]
+            time.sleep(1)
+        yield node_dir
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        _kill_leftovers(node_dir)
+        shutil.rmtree(node_dir, ignore_errors=True)
 
 
 def _assert_nowhere_in_ray(cluster: RayCluster, job_id: str, secret: str, plain: str, logs: str) -> None:

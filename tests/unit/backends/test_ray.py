@@ -182,3 +182,22 @@ def test_driver_takes_the_secrets_file_once(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.chdir(tmp_path)
     spec = json.dumps(job_spec(launch(), "r"))
     assert ray_entry.main(["--secrets-file", SECRETS_FILE, "--spec", spec]) == 2  # missing: a clear stop
+
+
+def test_worker_removes_unpacked_copies_wherever_ray_put_them(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray starts a worker with `cd WORKING_DIR && ...` and WORKING_DIR first on PYTHONPATH; Ray Train then
+    chdirs it elsewhere. The secrets file must go from the unpacked working_dir all the same."""
+    from mudpuppy.launcher.ray_entry import remove_unpacked_copies
+
+    pwd, pythonpath, elsewhere = tmp_path / "pwd", tmp_path / "pp", tmp_path / "train-dir"
+    for folder in (pwd, pythonpath, elsewhere):
+        folder.mkdir()
+        (folder / SECRETS_FILE).write_text("{}")
+    (pwd / "bundle.tar.gz").write_text("keep")
+    monkeypatch.setenv("PWD", str(pwd))
+    monkeypatch.setenv("PYTHONPATH", f"{pythonpath}:{tmp_path / 'missing'}")
+    monkeypatch.chdir(elsewhere)
+    remove_unpacked_copies(SECRETS_FILE)
+    assert not any((f / SECRETS_FILE).exists() for f in (pwd, pythonpath, elsewhere))
+    assert (pwd / "bundle.tar.gz").read_text() == "keep"
