@@ -28,10 +28,10 @@ demo: venv
 sky-venv:
 	bash tests/infra/install-sky.sh
 
-# MUDPUPPY_REQUIRE_EXTRAS: tests that need an optional extra or service fail instead of skipping.
+# MUDPUPPY_REQUIRE_EXTRAS: any skip (missing extra, service, root, port) fails; --durations lists the slowest 15.
 test: venv lint sky-venv
 	bash tests/infra/install-deps.sh
-	MUDPUPPY_REQUIRE_EXTRAS=1 $(PY) -m pytest -q
+	MUDPUPPY_REQUIRE_EXTRAS=1 $(PY) -m pytest -q --durations=15
 
 unit: venv
 	$(PY) -m pytest -q tests/unit

@@ -21,6 +21,8 @@ from mudpuppy.launcher.config.schema.launch import LaunchSection  # noqa: E402
 from mudpuppy.launcher.errors import UserError  # noqa: E402
 from tests.infra.tiny_bundle import tiny_bundle  # noqa: E402
 
+pytestmark = pytest.mark.timeout(300)
+
 ROOT = Path(__file__).resolve().parents[3]
 
 

@@ -16,6 +16,8 @@ from mudpuppy.backends.slurm import _from_scontrol, map_state, materialize
 from mudpuppy.launcher.config.schema.launch import LaunchSection
 from mudpuppy.launcher.errors import UserError
 
+pytestmark = pytest.mark.timeout(300)
+
 GOLDEN = Path(__file__).parent / "golden"
 DIGEST = "0123456789abcdef" * 4
 W = "/shared/mp"

@@ -10,6 +10,8 @@ from mudpuppy.launcher.bundle import Bundle
 from mudpuppy.launcher.config.schema.launch import LaunchSection
 from mudpuppy.launcher.errors import UserError
 
+pytestmark = pytest.mark.timeout(300)
+
 BUNDLE = Bundle(path=Path("/l/abc.tar.gz"), digest="abc" * 20, config_text="", files={},
                 image={"python": "3.11", "packages": ["torch==2.13.0"], "wheel": "wheels/m.whl"})
 

@@ -8,6 +8,8 @@ import pytest
 from mudpuppy.launcher.errors import UserError
 from mudpuppy.runtime.data import chat_templates
 
+pytestmark = pytest.mark.timeout(300)
+
 # Axolotl 0.19's ChatTemplate enum plus phi_4 (a template file it ships without an enum entry).
 AXOLOTL_NAMES = {
     "alpaca", "chatml", "mistral_v1", "mistral_v2v3", "mistral_v3_tekken", "mistral_v7_tekken", "gemma", "cohere",
