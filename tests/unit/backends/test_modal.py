@@ -144,7 +144,10 @@ def _job(spec: dict[str, Any], bundle: Any, volume: Path, **env: str) -> dict[st
     job = dict(spec["job"])
     job["bundle"] = str(bundle.path)  # in the container the bundle is baked into the image; here it is local
     job["mount"] = str(volume)
-    job["env"] = {**job["env"], "PYTHONPATH": str(ROOT.parent) + os.pathsep + str(ROOT), "OMP_NUM_THREADS": "1",
+    import mudpuppy  # its parent folder, unresolved: a checkout need not be named "mudpuppy" (worktrees)
+
+    parent = Path(mudpuppy.__file__).parent.parent
+    job["env"] = {**job["env"], "PYTHONPATH": str(parent) + os.pathsep + str(ROOT), "OMP_NUM_THREADS": "1",
                   "HF_HUB_OFFLINE": "1", **env}
     return job
 
