@@ -249,6 +249,8 @@ def _start_daemons(cluster: SlurmCluster, timeout: float) -> None:
         for name, (addr, port) in NODES.items()
     )
     conf.write_text(SLURM_CONF.format(dir=root, nodes=nodes, proctrack=cluster.proctrack))
+    # proctrack/cgroup reads cgroup.conf next to slurm.conf; the v1 hierarchies are what this machine kind mounts
+    (root / "cgroup.conf").write_text("CgroupPlugin=cgroup/v1\nCgroupAutomount=no\nConstrainCores=no\n")
     env = {**os.environ, **cluster.env}
     key = root / "munge" / "munge.key"
 
