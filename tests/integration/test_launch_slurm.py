@@ -162,11 +162,11 @@ def test_compute_nodes_use_the_venv_from_the_image_spec(slurm: SlurmCluster, pro
     assert list(venv.glob("lib/python*/site-packages/mudpuppy-*.dist-info"))
 
 
-@pytest.mark.parametrize("proctrack", ["linuxproc", "pgid"])
+@pytest.mark.parametrize("proctrack", ["linuxproc", "pgid", "cgroup"])
 def test_preemption_notice_reaches_every_torchrun_worker(slurm: SlurmCluster, project: Path, proctrack: str) -> None:
     """2 nodes x 2 torchrun workers (each in its own session). Under proctrack/pgid SLURM signals only each task's
-    process group, so the notice reaches the workers only through the node launcher's relay; under linuxproc they
-    get it from SLURM and from the relay, which the runtime takes as one notice."""
+    process group, so the notice reaches the workers only through the node launcher's relay; under linuxproc and
+    cgroup (v1 freezer here) they get it from SLURM and from the relay, which the runtime takes as one notice."""
     if slurm.proctrack != proctrack:
         slurm.restart(proctrack)
     try:
