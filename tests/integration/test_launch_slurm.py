@@ -5,6 +5,7 @@ login node over SSH. The stand-in runtime keeps each job to seconds; the real ru
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -195,3 +196,29 @@ def test_preemption_notice_reaches_every_torchrun_worker(slurm: SlurmCluster, pr
     finally:
         if slurm.proctrack != "linuxproc":
             slurm.restart("linuxproc")
+
+
+def test_launch_image_runs_each_node_inside_apptainer(slurm: SlurmCluster, project: Path) -> None:
+    """launch.image is never ignored: with launch.slurm.container apptainer each node's command runs through
+    `apptainer exec` (a recording stand-in on the job's PATH that runs the command as the real tool would)."""
+    tools = project / "tools"
+    tools.mkdir()
+    wrapper = tools / "apptainer"
+    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} -m mudpuppy.tests.infra.fake_container "
+                       f"{tools / 'calls.jsonl'} apptainer \"$@\"\n")
+    wrapper.chmod(0o755)
+    shared = project / "shared"
+    proc = mp("launch", CFG, "--backend", "slurm", "--launch.slurm.workdir", str(shared), "--nodes", "2",
+              "--launch.entrypoint", FAKE, "--name", "inimage", "--launch.image", "/images/mudpuppy.sif",
+              "--launch.slurm.container", "apptainer", "--launch.slurm.container_python", sys.executable,
+              env={"PATH": f"{tools}:{os.environ['PATH']}"})
+    assert proc.returncode == 0, proc.stderr
+    assert "fake runtime: done" in proc.stdout and "environment: venv" not in proc.stdout
+    calls = [json.loads(line) for line in (tools / "calls.jsonl").read_text().splitlines()]
+    run = _status("inimage")["id"]
+    assert len(calls) == 2, calls  # one per node
+    for call in calls:
+        argv = call["argv"]
+        assert argv[0] == "exec" and f"--bind={shared}:{shared}" in argv and f"--pwd={shared}/runs/{run}" in argv
+        assert f"--bind={project}" in argv and "/images/mudpuppy.sif" in argv  # the submit directory, the image
+    assert (project / "outputs/tiny-alpaca/final.txt").read_text() == "steps=5 world=2\n"
