@@ -1,4 +1,5 @@
-"""End to end with the real runtime (``python -m mudpuppy.runtime``) on the tiny example: over SSH, and a 2-node
+"""End to end with the real runtime (``python -m mudpuppy.runtime``) on the tiny example: local (a relative
+output_dir lands where `launch` ran), over SSH, and a 2-node
 SLURM run preempted by SLURM itself (a higher-priority job) that must finish with the same weights as an
 uninterrupted 2-node run of the same config. ``scontrol requeue`` and USR1 notices are covered with the stand-in
 runtime in test_launch_slurm (seconds per job)."""
@@ -91,3 +92,15 @@ def test_two_node_run_preempted_by_slurm_matches_the_uninterrupted_run(slurm: Sl
     assert ours.keys() == theirs.keys() and ours
     for name in ours:
         torch.testing.assert_close(ours[name], theirs[name], rtol=0, atol=1e-6, msg=name)
+
+
+def test_local_launch_writes_a_relative_output_dir_where_train_would(project: Path) -> None:
+    """`launch --backend local` with `output_dir: ./out` writes ./out in the folder it ran in, like `mudpuppy train`
+    with the same config (not under the run folder in the state dir)."""
+    short = ["--max_steps", "2", "--save_steps", "2", "--val_set_size", "0"]
+    proc = mp("launch", CFG, *short, "--name", "e2e-local", "--output_dir", "./out", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
+    assert "outputs go to" in proc.stderr and f"{project}/out" in proc.stderr
+    assert (project / "out" / "adapter_model.safetensors").is_file()
+    run_dir = project / "state" / "runs" / _status("e2e-local")["id"]
+    assert run_dir.is_dir() and not (run_dir / "out").exists()
