@@ -249,8 +249,9 @@ def _start_daemons(cluster: SlurmCluster, timeout: float) -> None:
         for name, (addr, port) in NODES.items()
     )
     conf.write_text(SLURM_CONF.format(dir=root, nodes=nodes, proctrack=cluster.proctrack))
-    # proctrack/cgroup reads cgroup.conf next to slurm.conf; the v1 hierarchies are what this machine kind mounts
-    (root / "cgroup.conf").write_text("CgroupPlugin=cgroup/v1\nCgroupAutomount=no\nConstrainCores=no\n")
+    # proctrack/cgroup reads cgroup.conf next to slurm.conf: v1 (freezer) where mounted, as on this machine kind
+    plugin = "cgroup/v1" if Path("/sys/fs/cgroup/freezer").is_dir() else "cgroup/v2"
+    (root / "cgroup.conf").write_text(f"CgroupPlugin={plugin}\nCgroupAutomount=no\nConstrainCores=no\n")
     env = {**os.environ, **cluster.env}
     key = root / "munge" / "munge.key"
 
