@@ -122,7 +122,10 @@ class Backend(ABC):
     def cancel(self, handle: Handle) -> None: ...
 
     def output_location(self, plan: Plan, output_dir: str) -> str:
-        path = output_dir if output_dir.startswith("/") else f"{plan.workdir}/{output_dir.removeprefix('./')}"
+        """Where outputs land; a relative ``output_dir`` resolves against ``plan.extra["output_base"]`` (the folder
+        the user launched from, for backends that set it) or else the run folder."""
+        base = plan.extra.get("output_base") or plan.workdir
+        path = output_dir if output_dir.startswith("/") else f"{base}/{output_dir.removeprefix('./')}"
         return f"{plan.session}:{path}"
 
 

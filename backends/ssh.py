@@ -2,11 +2,12 @@
 
 Each host gets the bundle once (skipped when a file of that content-addressed name is there), a venv built
 from ``image.json`` unless ``launch.ssh.python`` names an interpreter that already has mudpuppy, and
-``WORKDIR/runs/RUN_ID/nodeI`` as its run folder. With ``launch.image`` the node command runs inside that image
-instead (``launch.ssh.container``: docker or apptainer, see ``backends.container``) while the supervisor stays
-on the host. Secrets travel as JSON on the SSH channel's stdin into the
-supervisor's memory and the job's environment; never on a command line or disk. status/logs/cancel are plain
-shell (cat, tail, kill) so they work whatever Python the host has.
+``WORKDIR/runs/RUN_ID/nodeI`` as its run folder (outputs too, unless ``launch.ssh.shared_fs``: then a relative
+``output_dir`` resolves against the folder ``launch`` ran in, which the hosts see at the same path).
+With ``launch.image`` the node command runs inside that image instead (``launch.ssh.container``: docker or
+apptainer, see ``backends.container``) while the supervisor stays on the host. Secrets travel as JSON on the SSH
+channel's stdin into the supervisor's memory and the job's environment; never on a command line or disk.
+status/logs/cancel are plain shell (cat, tail, kill) so they work whatever Python the host has.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from mudpuppy.backends.container import container_words
 from mudpuppy.backends.local import map_state
 from mudpuppy.backends.transport import SSHTransport, Transport, rpath
 from mudpuppy.launcher.bundle import Bundle
-from mudpuppy.launcher.contract import ENV_ATTEMPT
+from mudpuppy.launcher.contract import ENV_ATTEMPT, ENV_OUTPUT_BASE
 from mudpuppy.launcher.errors import UserError
 from mudpuppy.launcher.image import image_key, venv_setup_script
 
@@ -61,9 +62,12 @@ class SSHBackend(Backend):
         python = opts.python or f"{venv}/bin/python"
         nproc = nproc_per_node(launch, opts.nproc_per_node)
         scripts: dict[str, str] = {}
+        output_base = os.getcwd() if opts.shared_fs else None  # the hosts see this folder at the same path
         for index, host in enumerate(hosts):
             workdir = self.node_dir(run_id, index)
             env = job_env(launch, run_id, workdir, remote_bundle)
+            if output_base:
+                env[ENV_OUTPUT_BASE] = output_base
             inner_python = opts.container_python if launch.image else python
             command = node_command(
                 inner_python, launch, remote_bundle, nnodes=len(hosts), nproc=nproc, node_rank=str(index),
@@ -95,7 +99,7 @@ class SSHBackend(Backend):
             session=",".join(hosts), hosts=tuple(hosts), env=job_env(launch, run_id, self.node_dir(run_id, 0),
                                                                      remote_bundle),
             secrets=tuple(launch.secrets), retries=launch.retries,
-            extra={"remote_bundle": remote_bundle, "host_scripts": scripts},
+            extra={"remote_bundle": remote_bundle, "host_scripts": scripts, "output_base": output_base},
         )
 
     def _host_python(self, bundle: Bundle, remote_bundle: str) -> tuple[str, list[str]]:

@@ -33,10 +33,26 @@ BUNDLE_WHEEL_DIR = "wheels"
 BUNDLE_SUFFIX = ".tar.gz"
 # Where a backend wants relative config paths (data links, outputs) to resolve; default: the current directory.
 ENV_WORKDIR = "MUDPUPPY_WORKDIR"
+# Where a relative ``output_dir`` / ``dataset_prepared_path`` resolves when it must not be the run folder: the folder
+# the user launched from (local; SLURM's submit directory; SSH with a shared filesystem), as ``mudpuppy train`` does.
+ENV_OUTPUT_BASE = "MUDPUPPY_OUTPUT_BASE"
 
 # A folder (set by the node launcher) where each worker that saved a preemption checkpoint leaves a marker before
 # exiting 75. torchrun reports workers stopped mid-exit as killed by a signal, so exit codes alone can lose the 75.
 ENV_REQUEUE_MARKERS = "MUDPUPPY_REQUEUE_MARKERS"
+# A shared folder (set by the SLURM script) where each node launcher records its exit code as file ``node<RANK>``:
+# with ``srun --kill-on-bad-exit=1`` the first node to exit 75 gets the others killed, and srun then reports the
+# killed ones' signal instead of the requeue code.
+ENV_NODE_EXITS = "MUDPUPPY_NODE_EXITS"
+
+
+def anchored_output(value: str) -> str:
+    """``value`` (an ``output_dir`` or ``dataset_prepared_path``) resolved against ``$MUDPUPPY_OUTPUT_BASE`` when
+    that is set and ``value`` is a relative local path; otherwise unchanged."""
+    base = os.environ.get(ENV_OUTPUT_BASE)
+    if not base or not value or "://" in value or os.path.isabs(os.path.expanduser(value)):
+        return value
+    return os.path.join(base, value.removeprefix("./"))
 
 
 def mark_requeue(rank: int | str) -> None:

@@ -95,6 +95,7 @@ def venv_setup_script(image: dict[str, Any], bundle: str, venv: str) -> str:
     q = shlex.quote
     lines = [
         f"if [ ! -f {venv}/.ready ]; then",
+        f"  echo '[mudpuppy] creating the venv' {venv}",
         f"  python{image['python']} -m venv {venv} 2>/dev/null || python3 -m venv {venv}",
         f"  {venv}/bin/python -m pip install --quiet --upgrade pip",
     ]
@@ -104,6 +105,7 @@ def venv_setup_script(image: dict[str, Any], bundle: str, venv: str) -> str:
     if image.get("wheel"):
         lines += [
             f"if [ \"$(cat {venv}/.bundle 2>/dev/null)\" != {bundle} ]; then",
+            f"  echo '[mudpuppy] installing the mudpuppy wheel into' {venv}",
             '  wheel_tmp=$(mktemp -d)',
             f"  tar -xzf {bundle} -C \"$wheel_tmp\" {q(image['wheel'])}",
             f"  {venv}/bin/python -m pip install --quiet --no-deps --force-reinstall "

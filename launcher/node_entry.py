@@ -5,12 +5,13 @@ Why not plain ``torchrun``: it turns any worker failure into exit code 1, which 
 workers' own exit codes are mapped back. torch is imported only on the multi-process path.
 
 Signals. torchrun starts each worker in its own session, so a signal sent to our process group (the local
-and SSH supervisors' cancel, a terminal's Ctrl-C) reaches only this process; under ``srun`` SLURM signals every
-process of the step itself (preemption notice, ``scancel``, ``scontrol requeue``). So SIGTERM, SIGINT and
-SIGUSR1 are relayed to the workers except under SLURM, where a relay would be a *second* signal, which the
-runtime reads as "exit now without saving". torchrun's own SIGTERM handling is switched off
-(``--signals-to-handle``) because it kills the workers at once and drops their exit codes: here the
-agent keeps waiting, the workers save and exit 75, and the node exits 75.
+and SSH supervisors' cancel, a terminal's Ctrl-C, and SLURM under ``proctrack/pgid``, which signals only each
+task's process group) reaches only this process. So SIGTERM, SIGINT and SIGUSR1 are always relayed to the
+workers. Under ``proctrack/cgroup`` or ``linuxproc`` SLURM signals every process of the step itself, so a worker
+gets the same signal twice within milliseconds: the runtime treats a repeat of the same signal within its
+window as an echo (``runtime.train.signals``), never as the "exit now" second request. torchrun's own SIGTERM
+handling is switched off (``--signals-to-handle``) because it kills the workers at once and drops their exit
+codes: here the agent keeps waiting, the workers save and exit 75, and the node exits 75.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from mudpuppy.launcher.contract import ENV_REQUEUE_MARKERS, EXIT_REQUEUE, EXIT_USER_ERROR
+from mudpuppy.launcher.contract import ENV_NODE_EXITS, ENV_REQUEUE_MARKERS, EXIT_REQUEUE, EXIT_USER_ERROR
 
 
 def _children(pid: int) -> list[int]:
@@ -70,11 +71,6 @@ def requeue_if_saved(code: int, markers: Path) -> int:
         print(f"[mudpuppy] {', '.join(saved)} saved a checkpoint for requeue", file=sys.stderr, flush=True)
         return EXIT_REQUEUE
     return code
-
-
-def under_slurm_step() -> bool:
-    """True inside an ``srun`` step, where SLURM itself signals every worker."""
-    return "SLURM_STEP_ID" in os.environ and os.environ.get("SLURM_STEP_ID") != "batch"
 
 
 class _Relay:
@@ -136,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             args.bundle,
         ]
     )
-    relay = _Relay(relay=not under_slurm_step(), stop_before_start=SignalException)
+    relay = _Relay(relay=True, stop_before_start=SignalException)
     relay.install()
     markers = Path(tempfile.mkdtemp(prefix="mudpuppy-requeue-"))
     os.environ[ENV_REQUEUE_MARKERS] = str(markers)  # inherited by the workers torchrun starts
@@ -159,7 +155,18 @@ def main(argv: list[str] | None = None) -> int:
         if code not in (0, EXIT_REQUEUE):
             code = 128 + relay.stopped
         print(f"[mudpuppy] node stopped by {name}; node exit {code}", file=sys.stderr, flush=True)
+    record_node_exit(node_rank, code)
     return code
+
+
+def record_node_exit(node_rank: str, code: int) -> None:
+    """Leave this node's exit code where the SLURM script reads it (no-op unless ``$MUDPUPPY_NODE_EXITS``)."""
+    folder = os.environ.get(ENV_NODE_EXITS)
+    if folder:
+        with contextlib.suppress(OSError):
+            tmp = Path(folder, f".node{node_rank}.tmp")
+            tmp.write_text(f"{code}\n")
+            tmp.replace(Path(folder, f"node{node_rank}"))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mudpuppy.launcher.contract import BUNDLE_CONFIG, EXIT_USER_ERROR
+from mudpuppy.launcher.contract import BUNDLE_CONFIG, EXIT_USER_ERROR, anchored_output
 from mudpuppy.launcher.errors import ConfigError, UserError
 
 
@@ -56,7 +56,22 @@ def _run_location(location: str, overrides: dict[str, Any], warn: Any, watcher: 
     if env.distributed:
         for key, value in env.torch_variables().items():
             os.environ.setdefault(key, value)
-    return run_training(loaded.config, env=env, watcher=watcher)
+    return run_training(anchor_outputs(loaded.config), env=env, watcher=watcher)
+
+
+ANCHORED_KEYS = ("output_dir", "dataset_prepared_path")
+
+
+def anchor_outputs(config: Any) -> Any:
+    """Resolve a relative ``output_dir`` / ``dataset_prepared_path`` against ``$MUDPUPPY_OUTPUT_BASE`` when a backend
+    set it (the folder the user launched from), so ``launch`` writes where ``mudpuppy train`` would; data paths
+    stay relative to the run folder, where the bundle's files are linked."""
+    update = {}
+    for key in ANCHORED_KEYS:
+        value = getattr(config, key, None)
+        if isinstance(value, str) and anchored_output(value) != value:
+            update[key] = anchored_output(value)
+    return config.model_copy(update=update) if update else config
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,6 +44,8 @@ def launch(ctx: click.Context, config_path: str, backend: str | None, gpus: str 
     registry = Registry()
     record = dispatch.submit(prepared, config_path, registry)
     click.echo(f"run {record.id} submitted to {record.backend}: {record.handle}", err=True)
+    if record.output:
+        click.echo(f"outputs go to {record.output}", err=True)
     if prepared.backend.launch.detach:
         click.echo(record.id)
         return 0

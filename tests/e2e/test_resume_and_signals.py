@@ -16,7 +16,7 @@ from mudpuppy.launcher.contract import EXIT_REQUEUE
 from mudpuppy.runtime.checkpoints.manifest import complete_checkpoints, latest_complete_checkpoint, verify
 from tests.e2e.conftest import REPO, run_runtime
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 # Sends this process a real SIGTERM right after optimizer step $KILL_AT (deterministic preemption point).
 KILL_AT_STEP = """

@@ -15,7 +15,7 @@ from mudpuppy.launcher.contract import EXIT_OK
 from tests.fixtures.tiny import EXAMPLES
 
 RL_DATA = Path(__file__).resolve().parents[1] / "data" / "rl"
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def rl_config(out: Path, **overrides: Any) -> Any:

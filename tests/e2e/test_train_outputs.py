@@ -15,7 +15,7 @@ from mudpuppy.runtime.entry import main as runtime_main
 from mudpuppy.runtime.entry import run_location
 from tests.fixtures.tiny import build_tiny_model_dir
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def test_lora_packed_run_writes_adapter_tokenizer_card_metrics_then_merges_exactly(tiny_cfg, capsys):

@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from mudpuppy.launcher.bundle import open_bundle
-from mudpuppy.launcher.contract import mark_requeue
+from mudpuppy.launcher.contract import anchored_output, mark_requeue
 
 REPEAT_WINDOW_S = 2.0  # as runtime.train.signals
 stop: tuple[int, float] | None = None
@@ -46,7 +46,7 @@ def main() -> int:
     data = Path(config["datasets"][0]["path"])
     rows = len(data.read_text().splitlines())
     print(f"fake runtime: rank {rank}/{world} attempt {attempt} node {os.environ.get('SLURM_NODEID')} "
-          f"rows {rows} secret {'HF_TOKEN' in os.environ}", flush=True)
+          f"rows {rows} secret {'HF_TOKEN' in os.environ} python {sys.executable}", flush=True)
     if os.environ.get("FAKE_EXIT"):
         return int(os.environ["FAKE_EXIT"])
     signal.signal(signal.SIGUSR1, _on_signal)
@@ -69,7 +69,7 @@ def main() -> int:
         step += 1
         print(f"fake runtime: step {step}/{total} loss {1.0 / step:.4f}", flush=True)
     if rank == 0:
-        out = Path(config.get("output_dir", "out"))
+        out = Path(anchored_output(config.get("output_dir", "out")))  # as runtime.entry.anchor_outputs
         out.mkdir(parents=True, exist_ok=True)
         (out / "final.txt").write_text(f"steps={step} world={world}\n")
     print("fake runtime: done", flush=True)

@@ -13,11 +13,12 @@ FAKE = "mudpuppy.tests.infra.fake_runtime"
 
 
 def require(problem: str | None) -> None:
-    """Skip with the reason outside CI; in CI (CI=true) a missing service is a failure."""
+    """Skip with the reason on a laptop; in a required run (CI=true or MUDPUPPY_REQUIRE_EXTRAS=1) a missing
+    service is a failure (tests/conftest.py turns any other skip there into a failure too)."""
     if not problem:
         return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{problem} (CI=true: services must be installed; run tests/infra/install-deps.sh)")
+    if os.environ.get("CI") == "true" or os.environ.get("MUDPUPPY_REQUIRE_EXTRAS"):
+        pytest.fail(f"{problem} (required run: services must be installed; run tests/infra/install-deps.sh as root)")
     pytest.skip(problem)
 
 

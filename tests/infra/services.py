@@ -129,6 +129,8 @@ class SlurmCluster:
     dir: Path
     conf: Path
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    proctrack: str = "linuxproc"
+    uts: bool = False
 
     @property
     def env(self) -> dict[str, str]:
@@ -140,12 +142,22 @@ class SlurmCluster:
         )
 
     def stop(self) -> None:
+        self._stop_daemons()
+        _untag_hosts()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _stop_daemons(self) -> None:
         with contextlib.suppress(Exception):
             self.run("scancel", "--full", "--signal=KILL", f"--user={getpass.getuser()}", timeout=10)
         time.sleep(0.5)
         _stop(self.procs)
-        _untag_hosts()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        self.procs.clear()
+
+    def restart(self, proctrack: str, timeout: float = 30) -> None:
+        """Stop every daemon, switch ``ProctrackType`` (slurmd reads it only at start) and start them again."""
+        self._stop_daemons()
+        self.proctrack = proctrack
+        _start_daemons(self, timeout)
 
 
 def _tag_hosts() -> None:
@@ -181,7 +193,7 @@ SlurmctldLogFile={dir}/log/slurmctld.log
 SlurmdLogFile={dir}/log/slurmd_%n.log
 JobCompType=jobcomp/filetxt
 JobCompLoc={dir}/log/jobcomp.txt
-ProctrackType=proctrack/linuxproc
+ProctrackType=proctrack/{proctrack}
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
@@ -198,12 +210,14 @@ SlurmctldParameters=preempt_send_user_signal
 PreemptType=preempt/partition_prio
 PreemptMode=REQUEUE
 {nodes}
-PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP PriorityTier=1 PreemptMode=REQUEUE GraceTime=10
+# debug (the default) is preemptible: a job in high that needs its nodes requeues ours after GraceTime seconds,
+# and preempt_send_user_signal delivers the job's --signal=B:USR1 at once, so the runtime saves in the grace.
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP PriorityTier=1 PreemptMode=REQUEUE GraceTime=30
 PartitionName=high Nodes=ALL MaxTime=INFINITE State=UP PriorityTier=10 PreemptMode=OFF
 """
 
 
-def start_slurm(timeout: float = 30) -> SlurmCluster:
+def start_slurm(timeout: float = 30, proctrack: str = "linuxproc") -> SlurmCluster:
     """munged + slurmctld + two slurmd (n1, n2), each with its own hostname and loopback address."""
     root = Path(tempfile.mkdtemp(prefix="mudpuppy-slurm-"))
     root.chmod(0o755)
@@ -215,49 +229,59 @@ def start_slurm(timeout: float = 30) -> SlurmCluster:
     key.write_bytes(os.urandom(1024))
     key.chmod(0o600)
     shutil.chown(key, "munge", "munge")
+    cluster = SlurmCluster(root, root / "slurm.conf", proctrack=proctrack)
+    _tag_hosts()
+    cluster.uts = shutil.which("unshare") is not None and subprocess.run(
+        ["unshare", "--uts", "true"], capture_output=True, check=False, timeout=10
+    ).returncode == 0
+    try:
+        _start_daemons(cluster, timeout)
+        return cluster
+    except BaseException:
+        cluster.stop()
+        raise
+
+
+def _start_daemons(cluster: SlurmCluster, timeout: float) -> None:
+    root, conf = cluster.dir, cluster.conf
     nodes = "\n".join(
         f"NodeName={name} NodeAddr={addr} Port={port} CPUs=1 RealMemory=1000 State=UNKNOWN"
         for name, (addr, port) in NODES.items()
     )
-    conf = root / "slurm.conf"
-    conf.write_text(SLURM_CONF.format(dir=root, nodes=nodes))
-    cluster = SlurmCluster(root, conf)
+    conf.write_text(SLURM_CONF.format(dir=root, nodes=nodes, proctrack=cluster.proctrack))
+    # proctrack/cgroup reads cgroup.conf next to slurm.conf: v1 (freezer) where mounted, as on this machine kind
+    plugin = "cgroup/v1" if Path("/sys/fs/cgroup/freezer").is_dir() else "cgroup/v2"
+    (root / "cgroup.conf").write_text(f"CgroupPlugin={plugin}\nCgroupAutomount=no\nConstrainCores=no\n")
     env = {**os.environ, **cluster.env}
-    _tag_hosts()
-    uts = shutil.which("unshare") is not None and subprocess.run(
-        ["unshare", "--uts", "true"], capture_output=True, check=False, timeout=10
-    ).returncode == 0
+    key = root / "munge" / "munge.key"
 
     def spawn(name: str, argv: list[str]) -> None:
-        log = open(root / "log" / f"{name}.stdout", "wb")  # noqa: SIM115 (closed with the process)
+        log = open(root / "log" / f"{name}.stdout", "ab")  # noqa: SIM115 (closed with the process)
         cluster.procs.append(subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT))
 
-    try:
-        spawn("munged", ["runuser", "-u", "munge", "--", "/usr/sbin/munged", "-F", "--force",
-                         f"--socket={root}/munge/munge.sock", f"--key-file={key}",
-                         f"--pid-file={root}/munge/munged.pid", f"--log-file={root}/munge/munged.log",
-                         f"--seed-file={root}/munge/munged.seed"])
-        _wait_file(root / "munge" / "munge.sock", cluster, timeout)
-        spawn("slurmctld", ["/usr/sbin/slurmctld", "-D", "-f", str(conf)])
-        for name in NODES:
-            argv = ["/usr/sbin/slurmd", "-D", "-N", name, "-f", str(conf)]
-            if uts:
-                argv = ["unshare", "--uts", "sh", "-c", f"hostname {name} && exec " + " ".join(argv)]
-            spawn(f"slurmd_{name}", argv)
-        deadline = time.monotonic() + timeout
-        while True:
-            for proc in cluster.procs:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"a SLURM daemon exited ({proc.args}): {_logs(root)}")
-            res = cluster.run("sinfo", "-h", "-t", "idle", "-o", "%D", timeout=10)
-            if res.stdout.strip() == str(len(NODES)):
-                return cluster
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"SLURM nodes not idle after {timeout}s ({res.stdout!r}): {_logs(root)}")
-            time.sleep(0.3)
-    except BaseException:
-        cluster.stop()
-        raise
+    (root / "munge" / "munge.sock").unlink(missing_ok=True)
+    spawn("munged", ["runuser", "-u", "munge", "--", "/usr/sbin/munged", "-F", "--force",
+                     f"--socket={root}/munge/munge.sock", f"--key-file={key}",
+                     f"--pid-file={root}/munge/munged.pid", f"--log-file={root}/munge/munged.log",
+                     f"--seed-file={root}/munge/munged.seed"])
+    _wait_file(root / "munge" / "munge.sock", cluster, timeout)
+    spawn("slurmctld", ["/usr/sbin/slurmctld", "-D", "-f", str(conf)])
+    for name in NODES:
+        argv = ["/usr/sbin/slurmd", "-D", "-N", name, "-f", str(conf)]
+        if cluster.uts:
+            argv = ["unshare", "--uts", "sh", "-c", f"hostname {name} && exec " + " ".join(argv)]
+        spawn(f"slurmd_{name}", argv)
+    deadline = time.monotonic() + timeout
+    while True:
+        for proc in cluster.procs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"a SLURM daemon exited ({proc.args}): {_logs(root)}")
+        res = cluster.run("sinfo", "-h", "-t", "idle", "-o", "%D", timeout=10)
+        if res.stdout.strip() == str(len(NODES)):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"SLURM nodes not idle after {timeout}s ({res.stdout!r}): {_logs(root)}")
+        time.sleep(0.3)
 
 
 def _wait_file(path: Path, cluster: SlurmCluster, timeout: float) -> None:

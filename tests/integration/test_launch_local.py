@@ -43,8 +43,11 @@ def test_run_logs_status_and_no_secret_anywhere(project: Path) -> None:
     status = _status("loc")
     assert status["status"] == "succeeded" and status["attempts"] == 1 and status["backend"] == "local"
     run_dir = project / "state" / "runs" / status["id"]
-    assert (run_dir / "outputs/tiny-alpaca/final.txt").read_text() == "steps=5 world=1\n"
-    assert status["output"].endswith(f"{run_dir}/outputs/tiny-alpaca")
+    # a relative output_dir lands where `launch` ran, as with `mudpuppy train`; the run folder keeps the logs
+    assert (project / "outputs/tiny-alpaca/final.txt").read_text() == "steps=5 world=1\n"
+    assert not (run_dir / "outputs").exists() and (run_dir / "output.log").is_file()
+    assert status["output"].endswith(f"{project}/outputs/tiny-alpaca")
+    assert f"outputs go to {status['output']}" in proc.stderr
     logs = mp("logs", "loc")
     assert "fake runtime: done" in logs.stdout
     # the secret reached the job's environment and nothing on disk
@@ -92,7 +95,7 @@ def test_flags_override_the_launch_section_and_errors_are_one_line(project: Path
     dry = mp("launch", CFG, "--dry-run", "--backend", "slurm", "--nodes", "2", "--gpus", "H100:8",
              "--launch.slurm.workdir", "/shared/mp", "--launch.slurm.partition", "gpu", "--retries", "7")
     assert dry.returncode == 0, dry.stderr
-    for text in ("#SBATCH --nodes=2", "#SBATCH --gpus-per-node=h100:8", "#SBATCH --partition=gpu", "retries=7"):
+    for text in ("#SBATCH --nodes=2", "#SBATCH --gpus-per-node=H100:8", "#SBATCH --partition=gpu", "retries=7"):
         assert text in dry.stdout
     assert not (project / "state" / "runs.sqlite").exists()
     assert "local backend runs on one machine" in one_line_error(mp("launch", CFG, "--nodes", "2"))

@@ -23,7 +23,7 @@ from mudpuppy.launcher import dispatch  # noqa: E402
 from mudpuppy.launcher.registry import Registry, RunRecord, new_run_id  # noqa: E402
 from tests.infra.ray import RayCluster, ray_cluster, ray_env  # noqa: E402
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 EXAMPLES = Path(__file__).resolve().parents[2] / "templates" / "examples"
 MAX_STEPS = 30  # long enough (~20 s of steps) to kill a worker between the first checkpoint and the end
 

@@ -24,7 +24,7 @@ from mudpuppy.runtime.checkpoints.volume import Volume, open_volume
 from mudpuppy.tests.infra.s3 import S3Server, s3_server  # noqa: F401  (fixture)
 from mudpuppy.tests.unit.volume.helpers import RecordingVolume, make_checkpoint
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(params=["file", "s3"])

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.timeout(300)
+
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = {
     "torch", "transformers", "peft", "trl", "datasets", "accelerate", "deepspeed", "tokenizers",

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import tomllib
 
+pytestmark = pytest.mark.timeout(300)
+
 ROOT = Path(__file__).resolve().parents[2]
 NOT_PACKAGED = {"tests", "bench", ".venv", ".demo", "build", "dist", ".git", "templates"}
 

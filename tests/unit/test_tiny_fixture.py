@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.fixtures.tiny import EXAMPLES, build_tiny_model_dir
+
+pytestmark = pytest.mark.timeout(300)
 
 
 def test_shipped_tiny_llama_is_reproducible(tmp_path: Path) -> None:

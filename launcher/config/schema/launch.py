@@ -74,6 +74,10 @@ class SSHOptions(LaunchPart):
     trust_on_first_use: bool = Field(False, description="Accept and record unknown host keys (off: reject).")
     connect_timeout: float = Field(10.0, gt=0)
     workdir: str = Field("~/.mudpuppy", description="Remote folder holding bundles, venvs and runs.")
+    shared_fs: bool = Field(
+        False, description="The hosts see this machine's current folder at the same path: relative output_dir "
+        "and dataset_prepared_path resolve against it (as with `mudpuppy train`), not the run folder."
+    )
     python: str | None = Field(None, description="Remote interpreter that already has mudpuppy + deps; skips the venv.")
     nproc_per_node: int | None = Field(None, ge=1)
     master_port: int = Field(29500, ge=1, le=65535)
@@ -97,15 +101,37 @@ class SlurmOptions(LaunchPart):
     cpus_per_task: int | None = Field(None, ge=1)
     mem: str | None = Field(None, description="Memory per node, e.g. 64G.")
     exclusive: bool = False
+    whole_node: bool = Field(
+        False, description="Whole-node GPU jobs: --exclusive --mem=0 (every CPU, GPU and all memory of each node)."
+    )
+    gpu_type: bool = Field(
+        True, description="Put the GPU type of launch.gpus into --gpus-per-node exactly as written (H100:8); "
+        "off: the count only, for clusters whose GRES types differ from your spelling."
+    )
     signal_seconds: int = Field(120, ge=0, description="USR1 this many seconds before the time limit.")
     extra_directives: list[str] = Field(
         default_factory=list, description="More #SBATCH options, e.g. ['--reservation=big', '--comment=x']."
     )
     login: str | None = Field(None, description="Submit over SSH to this login node (uses launch.ssh settings).")
-    workdir: str = Field("~/.mudpuppy", description="Folder on the shared filesystem for bundles and runs.")
-    python: str | None = Field(None, description="Interpreter on the compute nodes that has mudpuppy + deps.")
+    workdir: str = Field(
+        "~/.mudpuppy", description="Folder on the shared filesystem for bundles, venvs and runs ('~' is resolved "
+        "at submit time, on the login node when submitting over SSH)."
+    )
+    python: str | None = Field(
+        None, description="Interpreter on the compute nodes that has mudpuppy + deps; default: a venv built once "
+        "per image spec under WORKDIR/venvs (locked with flock)."
+    )
+    container: Literal["pyxis", "apptainer"] = Field(
+        "pyxis", description="How launch.image runs: pyxis/enroot (srun --container-image) or apptainer exec."
+    )
+    container_python: str = Field("python3", description="Interpreter inside launch.image that has mudpuppy.")
+    container_args: list[str] = Field(
+        default_factory=list, description="More options for srun (pyxis) or `apptainer exec`, e.g. ['--nv']."
+    )
     nproc_per_node: int | None = Field(None, ge=1)
-    master_port: int = Field(29500, ge=1, le=65535)
+    master_port: int | None = Field(
+        None, ge=1, le=65535, description="Rendezvous port; default: derived from the job id (15000 + id % 10000)."
+    )
 
 
 class RayOptions(LaunchPart):

@@ -6,6 +6,8 @@ from mudpuppy.backends.base import BACKENDS, Handle, State, backend_class
 from mudpuppy.backends.local import map_state as local_state
 from mudpuppy.launcher.errors import UserError
 
+pytestmark = pytest.mark.timeout(300)
+
 
 def test_handle_round_trip() -> None:
     for text in ("slurm://local/123", "ssh://root@h1:22,root@h2/20250101-000000-ab12", "local://box/r"):

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import pytest
 from click.testing import CliRunner
 
 from mudpuppy.launcher.cli import cli
+
+pytestmark = pytest.mark.timeout(300)
 
 
 def test_backends_table_lists_capabilities() -> None:

@@ -14,6 +14,8 @@ import pytest
 from mudpuppy.launcher.dockerfile import is_python_image, render_dockerfile
 from mudpuppy.launcher.errors import UserError
 
+pytestmark = pytest.mark.timeout(300)
+
 GOLDEN = Path(__file__).parent / "golden"
 SPEC = {"schema": 1, "base_image": "python:3.11-slim", "python": "3.11",
         "packages": ["accelerate==1.15.0", "deepspeed==0.17.1", "torch==2.13.0", "transformers==5.24.0",

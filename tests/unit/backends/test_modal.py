@@ -21,6 +21,8 @@ from mudpuppy.launcher.config.schema.launch import LaunchSection  # noqa: E402
 from mudpuppy.launcher.errors import UserError  # noqa: E402
 from tests.infra.tiny_bundle import tiny_bundle  # noqa: E402
 
+pytestmark = pytest.mark.timeout(300)
+
 ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -142,9 +144,11 @@ def _job(spec: dict[str, Any], bundle: Any, volume: Path, **env: str) -> dict[st
     job = dict(spec["job"])
     job["bundle"] = str(bundle.path)  # in the container the bundle is baked into the image; here it is local
     job["mount"] = str(volume)
-    # the caller's PYTHONPATH last: a checkout not named mudpuppy is imported through it (it would else be the
-    # installed copy)
-    path = os.pathsep.join(filter(None, [str(ROOT.parent), str(ROOT), os.environ.get("PYTHONPATH")]))
+    import mudpuppy  # its parent folder, unresolved: a checkout need not be named "mudpuppy" (worktrees)
+
+    parent = Path(mudpuppy.__file__).parent.parent
+    # the caller's PYTHONPATH last: a checkout not named mudpuppy is imported through it
+    path = os.pathsep.join(filter(None, [str(parent), str(ROOT), os.environ.get("PYTHONPATH")]))
     job["env"] = {**job["env"], "PYTHONPATH": path, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", **env}
     return job
 

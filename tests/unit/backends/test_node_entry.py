@@ -12,6 +12,8 @@ import pytest
 from mudpuppy.launcher.node_entry import exit_code_of
 from mudpuppy.tests.infra.services import free_port, wait_for
 
+pytestmark = pytest.mark.timeout(300)
+
 FAKE = "mudpuppy.tests.infra.fake_runtime"
 
 

@@ -26,6 +26,8 @@ from mudpuppy.launcher.config.schema.launch import LaunchSection
 from mudpuppy.launcher.errors import UserError
 from tests.infra.tiny_bundle import tiny_bundle
 
+pytestmark = pytest.mark.timeout(300)
+
 
 def launch(**values: Any) -> LaunchSection:
     return LaunchSection.model_validate({"backend": "ray", **values})

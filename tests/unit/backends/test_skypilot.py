@@ -33,6 +33,8 @@ from mudpuppy.backends.skypilot import (
 from mudpuppy.launcher.config.schema.launch import LaunchSection
 from mudpuppy.launcher.errors import UserError
 
+pytestmark = pytest.mark.timeout(300)
+
 ROOT = Path(__file__).resolve().parents[3]
 GOLDEN = Path(__file__).parent / "golden"
 DIGEST = "0123456789abcdef" * 4

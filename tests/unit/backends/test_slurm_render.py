@@ -16,6 +16,8 @@ from mudpuppy.backends.slurm import _from_scontrol, map_state, materialize
 from mudpuppy.launcher.config.schema.launch import LaunchSection
 from mudpuppy.launcher.errors import UserError
 
+pytestmark = pytest.mark.timeout(300)
+
 GOLDEN = Path(__file__).parent / "golden"
 DIGEST = "0123456789abcdef" * 4
 W = "/shared/mp"
@@ -34,13 +36,25 @@ MATRIX: dict[str, dict] = {
                   "master_port": 29600, "nproc_per_node": 2},
     },
     "no_signal_no_retries": {"retries": 0, "slurm": {"workdir": W, "signal_seconds": 0, "mem": "8G", "time": "30"}},
+    "venv_from_image_spec": {"nodes": 2, "cpus": 4, "slurm": {"workdir": W}},
+    "pyxis_whole_node": {
+        "gpus": "h100:8", "nodes": 2, "image": "nvcr.io/nvidia/pytorch:25.01-py3",
+        "slurm": {"workdir": W, "whole_node": True, "container_args": ["--container-remap-root"]},
+    },
+    "apptainer_count_only": {
+        "gpus": "A100-80GB:4", "image": "/shared/images/mudpuppy.sif",
+        "slurm": {"workdir": W, "container": "apptainer", "gpu_type": False, "container_python": "/opt/py/bin/python"},
+    },
 }
+IMAGE = {"schema": 1, "python": "3.11", "packages": ["torch==2.13.0", "transformers==4.57.0"],
+         "wheel": "wheels/mudpuppy-0.1.0-py3-none-any.whl"}
 
 
 @pytest.mark.parametrize("case", sorted(MATRIX))
 def test_sbatch_golden(case: str) -> None:
     launch = LaunchSection.model_validate({"backend": "slurm", **MATRIX[case]})
-    text = materialize(launch, "20250101-000000-abcd", "0123456789abcdef.tar.gz", DIGEST)
+    image = IMAGE if case == "venv_from_image_spec" else None
+    text = materialize(launch, "20250101-000000-abcd", "0123456789abcdef.tar.gz", DIGEST, image=image)
     golden = GOLDEN / f"{case}.sbatch"
     if os.environ.get("MUDPUPPY_UPDATE_GOLDEN"):
         golden.write_text(text)
@@ -59,9 +73,17 @@ def test_hostile_values_are_quoted() -> None:
     assert "#SBATCH '--partition=gpu; rm -rf /'" in text
 
 
-def test_home_workdir_is_refused() -> None:
+def test_home_workdir_needs_the_home_folder() -> None:
     with pytest.raises(UserError, match="starts with '~'"):
         materialize(LaunchSection(), "r", "b.tar.gz", DIGEST)
+    text = materialize(LaunchSection(), "r", "b.tar.gz", DIGEST, home="/home/ada")
+    assert "#SBATCH --output=/home/ada/.mudpuppy/logs/slurm-%j.out" in text and "~" not in text
+
+
+def test_whole_node_conflicts_with_an_explicit_memory() -> None:
+    launch = LaunchSection.model_validate({"memory": "64G", "slurm": {"workdir": W, "whole_node": True}})
+    with pytest.raises(UserError, match="whole_node"):
+        materialize(launch, "r", "b.tar.gz", DIGEST)
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,8 @@ from mudpuppy.launcher.bundle import Bundle
 from mudpuppy.launcher.config.schema.launch import LaunchSection
 from mudpuppy.launcher.errors import UserError
 
+pytestmark = pytest.mark.timeout(300)
+
 BUNDLE = Bundle(path=Path("/l/abc.tar.gz"), digest="abc" * 20, config_text="", files={},
                 image={"python": "3.11", "packages": ["torch==2.13.0"], "wheel": "wheels/m.whl"})
 
@@ -84,3 +86,15 @@ def test_container_without_host_python_or_wheel_is_a_user_error() -> None:
     backend = SSHBackend(LaunchSection.model_validate({"backend": "ssh", "image": "i", "ssh": {"hosts": ["h"]}}))
     with pytest.raises(UserError, match="launch.ssh.python"):
         backend.plan(bare, "run1")
+
+
+def test_shared_fs_sends_relative_outputs_to_the_launch_folder(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    backend = SSHBackend(LaunchSection.model_validate({"backend": "ssh", "ssh": {"hosts": ["h"], "shared_fs": True}}))
+    plan = backend.plan(BUNDLE, "run1")
+    assert f"export MUDPUPPY_OUTPUT_BASE={tmp_path}" in plan.extra["host_scripts"]["h"]
+    assert backend.output_location(plan, "./out") == f"h:{tmp_path}/out"
+    plain = _plan(ssh={"hosts": ["h"]})  # no shared filesystem: outputs stay in the host's run folder
+    assert "MUDPUPPY_OUTPUT_BASE" not in plain.extra["host_scripts"]["h"]
+    assert SSHBackend(LaunchSection()).output_location(plain, "out") == "h:~/.mudpuppy/runs/run1/node0/out"

@@ -8,7 +8,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from mudpuppy.backends import supervisor
+
+pytestmark = pytest.mark.timeout(300)
 
 # Exits with the codes listed in CODES, one per attempt (attempt number from MUDPUPPY_ATTEMPT).
 SCRIPT = "import os,sys; codes=[int(c) for c in os.environ['CODES'].split(',')]; " \

@@ -13,6 +13,8 @@ from click.testing import CliRunner
 
 from mudpuppy.launcher.cli import COMMANDS, cli, main
 
+pytestmark = pytest.mark.timeout(300)
+
 EXAMPLE = Path(__file__).resolve().parents[3] / "templates" / "examples" / "tiny-alpaca.yml"
 
 

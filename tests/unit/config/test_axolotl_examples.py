@@ -19,6 +19,8 @@ ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "tests" / "data" / "axolotl"))
 import measure_examples  # noqa: E402
 
+pytestmark = pytest.mark.timeout(900)
+
 ALLOWED = {"ok", "axolotl-rejects", "typo", "unsupported"}
 
 
@@ -29,6 +31,7 @@ def _check(result: measure_examples.Result, minimum_ok: float) -> None:
     assert share >= minimum_ok, measure_examples._summary(result, "examples")
 
 
+@pytest.mark.axolotl_checkout
 @pytest.mark.timeout(300)
 def test_measured_list_from_an_axolotl_checkout(tmp_path: Path) -> None:
     checkout = os.environ.get("AXOLOTL_CHECKOUT")
@@ -70,6 +73,7 @@ def test_classification_of_problem_lines() -> None:
     assert measure_examples.classify(ConfigError(["f:1: something else"])) == "other"
 
 
+@pytest.mark.axolotl_checkout
 @pytest.mark.timeout(300)
 def test_known_names_regenerate_identically_from_the_checkout(tmp_path: Path) -> None:
     """The committed axolotl_main.json is exactly what the generator makes from the Axolotl checkout given."""

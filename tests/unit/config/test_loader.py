@@ -9,6 +9,8 @@ import pytest
 from mudpuppy.launcher.config import load_config, load_config_text, parse_override_args
 from mudpuppy.launcher.errors import ConfigError, UserError
 
+pytestmark = pytest.mark.timeout(300)
+
 BASE = """\
 base_model: examples/tiny-llama
 learning_rate: 2e-4

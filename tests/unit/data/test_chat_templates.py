@@ -8,7 +8,7 @@ import pytest
 from mudpuppy.launcher.errors import UserError
 from mudpuppy.runtime.data import chat_templates
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(300)
 
 # Axolotl's template files (0.19 and current main ship the same 36 names).
 AXOLOTL_NAMES = {

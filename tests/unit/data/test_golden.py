@@ -11,6 +11,8 @@ import yaml
 
 from mudpuppy.launcher.config import load_config_text
 
+pytestmark = pytest.mark.timeout(300)
+
 ROOT = Path(__file__).resolve().parents[3]
 GOLDEN = ROOT / "tests" / "data" / "golden"
 CASES = sorted(p.stem for p in GOLDEN.glob("*.json"))

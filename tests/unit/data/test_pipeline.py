@@ -11,6 +11,8 @@ from mudpuppy.launcher.errors import UserError
 from mudpuppy.runtime.data import prepare
 from tests.unit.data.conftest import write_jsonl
 
+pytestmark = pytest.mark.timeout(300)
+
 ALPACA = [{"instruction": f"Say {i}.", "input": "", "output": f"{i} said."} for i in range(12)]
 
 

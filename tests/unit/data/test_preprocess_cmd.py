@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from click.testing import CliRunner
 
 from mudpuppy.launcher.cli import cli
 from tests.unit.data.conftest import BASE, write_jsonl
+
+pytestmark = pytest.mark.timeout(300)
 
 
 def _config(tmp_path: Path, **extra: object) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -9,6 +10,8 @@ from mudpuppy.runtime.data.chat import ChatOptions, ChatStrategy
 from mudpuppy.runtime.data.chat_templates import named_template
 from mudpuppy.runtime.data.instruct import InputOutputStrategy
 from mudpuppy.runtime.data.packing import pack_lengths
+
+pytestmark = pytest.mark.timeout(300)
 
 WORDS = st.sampled_from(["red", "blue", " cat", "dog", "Add", "49", " and", "\n", "river", "the", "!"])
 TEXT = st.lists(WORDS, min_size=1, max_size=8).map("".join)

@@ -9,6 +9,8 @@ import pytest
 from mudpuppy.launcher.errors import UserError
 from mudpuppy.runtime.tokenizer import load_tokenizer
 
+pytestmark = pytest.mark.timeout(300)
+
 
 def test_pad_falls_back_to_eos(make_cfg) -> None:  # noqa: ANN001
     tok = load_tokenizer(make_cfg())

@@ -14,6 +14,8 @@ from mudpuppy.launcher.config import load_config_text
 from mudpuppy.launcher.errors import ConfigError, UserError
 from tests.unit.kernels.conftest import lora_wrap, tiny_model
 
+pytestmark = pytest.mark.timeout(300)
+
 CCE = "axolotl.integrations.cut_cross_entropy.CutCrossEntropyPlugin"
 LIGER = "axolotl.integrations.liger.LigerPlugin"
 

@@ -7,6 +7,8 @@ import torch
 
 from mudpuppy.kernels.linear_ce import chunk_tokens_for, linear_cross_entropy, linear_cross_entropy_reference
 
+pytestmark = pytest.mark.timeout(300)
+
 torch.manual_seed(0)
 
 

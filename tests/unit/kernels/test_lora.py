@@ -11,6 +11,8 @@ from mudpuppy.kernels.apply import apply_kernels
 from mudpuppy.kernels.lora import LoRAMLPFunction, lora_parts
 from tests.unit.kernels.conftest import lora_wrap, tiny_model
 
+pytestmark = pytest.mark.timeout(300)
+
 CFG = {"adapter": "lora", "lora_mlp_kernel": True, "lora_qkv_kernel": True, "lora_o_kernel": True}
 
 

@@ -14,6 +14,8 @@ from mudpuppy.kernels.rms_norm import rms_norm, rms_norm_reference
 from mudpuppy.kernels.tiled_mlp import auto_num_shards, tiled_mlp
 from tests.unit.kernels.conftest import lora_wrap, tiny_model
 
+pytestmark = pytest.mark.timeout(300)
+
 
 class _MLP(nn.Module):
     def __init__(self, h=12, i=40):

@@ -8,6 +8,8 @@ import torch
 from mudpuppy.kernels.apply import apply_kernels
 from tests.unit.kernels.conftest import lora_wrap, tiny_model
 
+pytestmark = pytest.mark.timeout(300)
+
 ALL_ON = {
     "adapter": "lora", "lora_dropout": 0.0, "lora_mlp_kernel": True, "lora_qkv_kernel": True, "lora_o_kernel": True,
     "plugins": ["axolotl.integrations.cut_cross_entropy.CutCrossEntropyPlugin",

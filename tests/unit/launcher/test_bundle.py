@@ -14,6 +14,8 @@ from mudpuppy.launcher.bundle import build_bundle, open_bundle
 from mudpuppy.launcher.config import load_config
 from mudpuppy.launcher.errors import UserError
 
+pytestmark = pytest.mark.timeout(300)
+
 EXAMPLES = Path(__file__).resolve().parents[3] / "templates" / "examples"
 SECRET = "hf_topsecret_value_0123456789"
 

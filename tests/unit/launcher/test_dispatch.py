@@ -9,6 +9,8 @@ from mudpuppy.launcher import dispatch
 from mudpuppy.launcher.errors import UserError
 from mudpuppy.launcher.registry import Registry
 
+pytestmark = pytest.mark.timeout(300)
+
 EXAMPLES = Path(__file__).resolve().parents[3] / "templates" / "examples"
 
 

@@ -3,7 +3,11 @@ from __future__ import annotations
 import shlex
 import subprocess
 
+import pytest
+
 from mudpuppy.launcher.image import image_key, pinned_packages, venv_setup_script
+
+pytestmark = pytest.mark.timeout(300)
 
 
 def test_pins_runtime_packages_without_local_labels() -> None:

@@ -7,6 +7,8 @@ import pytest
 from mudpuppy.launcher.errors import UserError
 from mudpuppy.launcher.registry import Registry, cache_dir, state_dir
 
+pytestmark = pytest.mark.timeout(300)
+
 
 def test_state_and_cache_dirs_follow_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("MUDPUPPY_STATE_DIR", str(tmp_path / "s"))

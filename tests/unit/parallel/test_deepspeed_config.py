@@ -14,6 +14,8 @@ from mudpuppy.runtime.env import Env
 from mudpuppy.runtime.parallel import training_args_overrides
 from mudpuppy.runtime.parallel.deepspeed import PRESETS, resolve_deepspeed, templates_dir, zero_stage
 
+pytestmark = pytest.mark.timeout(300)
+
 
 def cfg_of(tmp_path: Path, **keys: Any) -> Any:
     base = {"base_model": "x/y", "datasets": [{"path": "d.jsonl", "type": "alpaca"}], "micro_batch_size": 2,

@@ -13,6 +13,8 @@ from mudpuppy.launcher.config import load_config_text
 from mudpuppy.launcher.errors import UserError
 from tests.fixtures.tiny import EXAMPLES
 
+pytestmark = pytest.mark.timeout(300)
+
 RL_DATA = Path(__file__).resolve().parents[2] / "data" / "rl"
 
 

@@ -8,6 +8,8 @@ from mudpuppy.runtime.model.precision import Precision, resolve_precision
 from mudpuppy.runtime.train.args import plan_training
 from mudpuppy.runtime.train.trainer import cosine_with_constant_tail
 
+pytestmark = pytest.mark.timeout(300)
+
 CPU = Precision(mode="fp32", tf32=False, device="cpu")
 
 

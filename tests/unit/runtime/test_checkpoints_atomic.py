@@ -1,7 +1,11 @@
 from pathlib import Path
 
+import pytest
+
 from mudpuppy.runtime.checkpoints.atomic import publish, rotate, staging_root
 from mudpuppy.runtime.checkpoints.manifest import complete_checkpoints, latest_complete_checkpoint, verify
+
+pytestmark = pytest.mark.timeout(300)
 
 
 def stage(out: Path, step: int, payload: bytes = b"w") -> Path:

@@ -9,6 +9,8 @@ from mudpuppy.runtime.model.precision import Precision
 from mudpuppy.runtime.train.collator import IGNORE_INDEX, REAL_TOKENS_KEY, Collator
 from tests.fixtures.tiny import EXAMPLES
 
+pytestmark = pytest.mark.timeout(300)
+
 CPU = Precision(mode="fp32", tf32=False, device="cpu")
 
 

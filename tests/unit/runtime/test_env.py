@@ -1,4 +1,8 @@
+import pytest
+
 from mudpuppy.runtime.env import Env, _first_slurm_host, read_env
+
+pytestmark = pytest.mark.timeout(300)
 
 
 def test_defaults_are_a_single_local_process():

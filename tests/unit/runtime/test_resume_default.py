@@ -10,6 +10,8 @@ from mudpuppy.launcher.config import load_config_text
 from mudpuppy.runtime.checkpoints.manifest import write_manifest
 from mudpuppy.runtime.train.run import resume_checkpoint
 
+pytestmark = pytest.mark.timeout(300)
+
 BASE = "base_model: m\nlearning_rate: 1e-4\ndatasets:\n  - path: d.jsonl\n    type: alpaca\n"
 
 

@@ -9,6 +9,8 @@ import pytest
 from mudpuppy.launcher.config import load_config_text
 from mudpuppy.runtime.model.loader import load_model_config
 
+pytestmark = pytest.mark.timeout(300)
+
 TINY = Path(__file__).resolve().parents[3] / "templates" / "examples" / "tiny-llama"
 BASE = f"base_model: {TINY}\nlearning_rate: 1e-4\ndatasets:\n  - path: d.jsonl\n    type: alpaca\n"
 

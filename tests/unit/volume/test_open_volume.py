@@ -10,6 +10,8 @@ import pytest
 from mudpuppy.launcher.errors import UserError
 from mudpuppy.runtime.checkpoints.volume import ENV_MODAL_VOLUME_ROOT, open_volume
 
+pytestmark = pytest.mark.timeout(300)
+
 
 def test_file_volume_roundtrip(tmp_path: Path) -> None:
     vol = open_volume(f"file://{tmp_path}/runs/a")

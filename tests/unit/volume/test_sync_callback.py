@@ -14,6 +14,8 @@ from mudpuppy.runtime.checkpoints.sync_callback import VolumeSyncCallback
 from mudpuppy.runtime.checkpoints.volume import open_volume
 from mudpuppy.tests.unit.volume.helpers import make_checkpoint
 
+pytestmark = pytest.mark.timeout(300)
+
 
 def _cfg(volume: str | None = None, options: dict | None = None) -> SimpleNamespace:
     return SimpleNamespace(launch=SimpleNamespace(volume=volume, options=options or {}), save_total_limit=2)

@@ -15,6 +15,8 @@ from mudpuppy.runtime.checkpoints.sync import SNAPSHOT_DIR, SyncError, VolumeSyn
 from mudpuppy.runtime.checkpoints.volume import open_volume
 from mudpuppy.tests.unit.volume.helpers import RecordingVolume, make_checkpoint
 
+pytestmark = pytest.mark.timeout(300)
+
 
 @pytest.fixture
 def rec(tmp_path: Path) -> RecordingVolume:
