@@ -31,7 +31,9 @@ def load_model(cfg: Any, tokenizer: Any, precision: Precision, *, training: bool
         )
     config = load_model_config(cfg)
     kwargs = model_kwargs(cfg, precision)
-    if cfg.reinit_weights:
+    if weights_come_from_rank0() and not (cfg.load_in_4bit or cfg.load_in_8bit):
+        model = _skeleton(auto_cls, config, kwargs)
+    elif cfg.reinit_weights:
         torch.manual_seed(cfg.seed if cfg.seed is not None else 42)
         kwargs = {k: v for k, v in kwargs.items() if k in ("dtype", "attn_implementation", "trust_remote_code")}
         model = auto_cls.from_config(config, **kwargs)
@@ -52,6 +54,36 @@ def load_model(cfg: Any, tokenizer: Any, precision: Precision, *, training: bool
                 gradient_checkpointing_kwargs=cfg.gradient_checkpointing_kwargs or {"use_reentrant": False},
             )
     return model
+
+
+def weights_come_from_rank0() -> bool:
+    """FSDP ``cpu_ram_efficient_loading`` on a rank other than local rank 0: transformers' own predicate.
+
+    ``parallel.before_model_load`` sets the variables and the process group it reads before any model exists.
+    """
+    from transformers.distributed.utils import is_local_dist_rank_0
+    from transformers.integrations import is_fsdp_enabled
+
+    return bool(is_fsdp_enabled() and not is_local_dist_rank_0())
+
+
+def _skeleton(auto_cls: Any, config: Any, kwargs: dict[str, Any]) -> Any:
+    """The model with parameters on the meta device (no host RAM) and real non-persistent buffers (rotary tables).
+
+    transformers keeps missing weights on meta on these ranks under FSDP; an empty state dict makes every weight
+    missing, so nothing is read. accelerate then shards the skeleton and broadcasts rank 0's weights into it.
+    """
+    from transformers.models.auto.auto_factory import _get_model_class
+    from transformers.utils import logging as hf_logging
+
+    model_cls = _get_model_class(config, auto_cls._model_mapping)
+    keep = {k: v for k, v in kwargs.items() if k in ("dtype", "attn_implementation", "trust_remote_code")}
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the "every key MISSING" load report is expected here
+    try:
+        return model_cls.from_pretrained(None, config=config, state_dict={}, **keep)
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
 
 def load_model_config(cfg: Any) -> Any:

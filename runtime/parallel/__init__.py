@@ -54,11 +54,24 @@ def training_args_overrides(cfg: Any, env: Any, precision: Any = None, *, total_
 
 
 def before_model_load(cfg: Any, env: Any, precision: Any = None) -> Any:
-    """ZeRO-3: announce the config before ``from_pretrained`` so weights are partitioned while loading.
+    """What must exist before ``from_pretrained``: FSDP's RAM-efficient loading switches, ZeRO-3's config.
 
-    Returns the ``HfDeepSpeedConfig`` that must stay referenced until the model is built (transformers holds it
-    weakly), or None.
+    FSDP ``cpu_ram_efficient_loading``: transformers' ``is_fsdp_enabled()`` reads ``ACCELERATE_USE_FSDP``,
+    ``FSDP_CPU_RAM_EFFICIENT_LOADING`` and an initialised process group, all of which used to appear only with the
+    TrainingArguments, after the model was loaded on every rank. ZeRO-3: announce the config so weights are
+    partitioned while loading. Returns the ``HfDeepSpeedConfig`` that must stay referenced until the model is
+    built (transformers holds it weakly), or None.
     """
+    from mudpuppy.runtime.parallel.fsdp import cpu_ram_efficient_loading
+
+    if env.world_size > 1 and cpu_ram_efficient_loading(cfg):
+        import os
+
+        from mudpuppy.runtime.parallel.dist import init_process_group
+
+        os.environ["ACCELERATE_USE_FSDP"] = "true"
+        os.environ["FSDP_CPU_RAM_EFFICIENT_LOADING"] = "true"
+        init_process_group()
     if not cfg.deepspeed:
         return None
     from mudpuppy.runtime.parallel.deepspeed import zero_stage
@@ -112,6 +125,12 @@ def prepare_trainer(trainer: Any, cfg: Any, env: Any) -> Any:
     on_cpu = fsdp_enabled(cfg) and env.world_size > 1 and trainer.args.use_cpu
     if on_cpu and enable_fsdp_on_cpu(trainer) and env.is_main:
         print("mudpuppy: FSDP2 on CPU (gloo)", flush=True)
+    from mudpuppy.runtime.parallel.fsdp import mixed_precision_policy
+
+    policy = mixed_precision_policy(cfg)
+    plugin = getattr(trainer.accelerator.state, "fsdp_plugin", None)
+    if policy is not None and plugin is not None:  # read by accelerate when it shards the model in train()
+        plugin.mixed_precision_policy = policy
     model = trainer.model
     mesh = getattr(model, "_mudpuppy_mesh", None)
     if mesh is None:
