@@ -18,10 +18,21 @@ from mudpuppy.runtime.model.precision import Precision
 log = logging.getLogger("mudpuppy.runtime.model")
 
 
-def load_model(cfg: Any, tokenizer: Any, precision: Precision, *, training: bool = True) -> Any:
-    """The base model (no adapter yet), embeddings sized to the tokenizer, ready for peft or a full fine-tune."""
+def load_model(cfg: Any, tokenizer: Any, precision: Precision, *, training: bool = True,
+               env: Any = None) -> Any:
+    """The base model (no adapter yet), embeddings sized to the tokenizer, ready for peft or a full fine-tune.
+
+    ``env`` (default: read from the environment) places each torchrun rank on its own GPU before anything is
+    loaded; bitsandbytes quantises onto the current device, so without it every rank's copy landed on cuda:0.
+    """
     import torch
     import transformers
+
+    from mudpuppy.runtime.env import read_env
+
+    env = env or read_env()
+    if precision.device == "cuda" and torch.cuda.is_available():
+        torch.cuda.set_device(env.local_rank)
 
     auto_cls = getattr(transformers, cfg.resolved_model_type(), None)
     if auto_cls is None or not hasattr(auto_cls, "from_pretrained"):
@@ -30,7 +41,7 @@ def load_model(cfg: Any, tokenizer: Any, precision: Precision, *, training: bool
             hint="use e.g. AutoModelForCausalLM",
         )
     config = load_model_config(cfg)
-    kwargs = model_kwargs(cfg, precision)
+    kwargs = model_kwargs(cfg, precision, local_rank=env.local_rank)
     if weights_come_from_rank0() and not (cfg.load_in_4bit or cfg.load_in_8bit):
         model = _skeleton(auto_cls, config, kwargs)
     elif cfg.reinit_weights:
@@ -118,8 +129,12 @@ def rope_parameters(current: dict[str, Any] | None, scaling: dict[str, Any]) -> 
     return merged
 
 
-def model_kwargs(cfg: Any, precision: Precision) -> dict[str, Any]:
-    """``from_pretrained`` keyword arguments for the config (pure apart from building the bnb config)."""
+def model_kwargs(cfg: Any, precision: Precision, *, local_rank: int = 0) -> dict[str, Any]:
+    """``from_pretrained`` keyword arguments for the config (pure apart from building the bnb config).
+
+    k-bit models on CUDA without a ``device_map`` go whole onto this rank's GPU (``{"": local_rank}``), as
+    Axolotl does: bitsandbytes quantises while loading, onto the device it is given.
+    """
     kwargs: dict[str, Any] = {
         "dtype": precision.torch_dtype if (cfg.adapter or precision.mode == "bf16") else _full_ft_dtype(precision),
         "trust_remote_code": bool(cfg.trust_remote_code),
@@ -137,6 +152,8 @@ def model_kwargs(cfg: Any, precision: Precision) -> dict[str, Any]:
         kwargs["low_cpu_mem_usage"] = cfg.low_cpu_mem_usage
     if cfg.load_in_4bit or cfg.load_in_8bit:
         kwargs["quantization_config"] = quantization_config(cfg, precision)
+        if cfg.device_map is None:
+            kwargs["device_map"] = {"": local_rank}
     kwargs.update(cfg.overrides_of_model_kwargs or {})
     return kwargs
 
