@@ -79,19 +79,36 @@ def before_model_load(cfg: Any, env: Any, precision: Any = None) -> Any:
     ds = training_args_overrides(cfg, env, precision)["deepspeed"]
     if zero_stage(ds) != 3:
         return None
-    if env.world_size > 1:
-        # zero.Init parses the config (batch = micro x accum x world) before it would start the process group
-        # itself, so without this it sees world size 1 and fails its batch-size assertion on every rank
-        import deepspeed
+    # zero.Init parses the config (batch = micro x accum x world) before it would start the process group itself,
+    # so without a group it sees world size 1 and fails its batch-size assertion on every rank; and with one
+    # process started without torchrun (one GPU + offload) it falls back to MPI discovery, which needs mpi4py.
+    # So the group always exists first, a single process getting the env:// variables torchrun would set.
+    import os
 
-        from mudpuppy.runtime.parallel.dist import init_process_group
+    import deepspeed
 
-        init_process_group()
-        deepspeed.init_distributed(dist_backend="nccl" if getattr(precision, "device", None) == "cuda" else "gloo",
-                                   auto_mpi_discovery=False)
+    from mudpuppy.runtime.parallel.dist import init_process_group
+
+    if env.world_size == 1:
+        port_given = "MASTER_PORT" in os.environ or "MUDPUPPY_MASTER_PORT" in os.environ
+        for name, value in env.torch_variables().items():
+            os.environ.setdefault(name, value)
+        if not port_given:  # nobody else joins; don't collide with another run on 29500
+            os.environ["MASTER_PORT"] = str(_free_port())
+    init_process_group()
+    deepspeed.init_distributed(dist_backend="nccl" if getattr(precision, "device", None) == "cuda" else "gloo",
+                               auto_mpi_discovery=False)
     from transformers.integrations import HfDeepSpeedConfig
 
     return HfDeepSpeedConfig(ds)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def prepare_model(model: Any, cfg: Any, env: Any) -> Any:
