@@ -125,6 +125,12 @@ def build_collator(cfg: Any, tokenizer: Any, *, evaluation: bool = False) -> Col
 
 
 def uses_flash_attention(cfg: Any) -> bool:
-    """flash_attention_2/3/4 or a hub flash kernel: attention that finds packed boundaries only at batch size 1."""
+    """flash_attention_2/3/4 or a hub flash kernel: attention that finds packed boundaries only at batch size 1.
+
+    Context parallelism replaces the attention with its own (segments from ``position_ids`` per row), so its
+    batches stay ``[B, W]``.
+    """
+    from mudpuppy.runtime.parallel.context_parallel import context_parallel_size
+
     attn = cfg.attention_implementation() or ""
-    return "flash" in attn.lower()
+    return "flash" in attn.lower() and context_parallel_size(cfg) <= 1

@@ -73,6 +73,7 @@ def test_flash_attention_configs_flatten_train_and_eval_batches():
     assert build_collator(cfg(flash_attention=True), _Tok(), evaluation=True).flatten
     assert build_collator(cfg(attn_implementation="flash_attention_3"), _Tok()).flatten
     assert not build_collator(cfg(sdp_attention=True), _Tok()).flatten
+    assert not build_collator(cfg(flash_attention=True, context_parallel_size=2), _Tok()).flatten  # CP: own attn
     assert not build_collator(cfg(), _Tok()).flatten
 
 
