@@ -50,6 +50,7 @@ def main() -> int:
     def recording_build(*args: Any, **kwargs: Any) -> Any:
         model, kernels = build(*args, **kwargs)
         seen["param_devices_after_load"] = sorted({p.device.type for p in model.parameters()})
+        seen["param_dtype_after_load"] = str(next(model.parameters()).dtype)
         return model, kernels
 
     model_pkg.build_model = recording_build
@@ -61,10 +62,13 @@ def main() -> int:
             return original_step(self, model, *args, **kwargs)
         from pathlib import Path
 
+        import torch
         from safetensors.torch import load_file
         from torch.distributed.tensor import DTensor
 
-        on_disk = load_file(str(Path(cfg.base_model) / "model.safetensors"))
+        loaded_as = getattr(torch, seen["param_dtype_after_load"].removeprefix("torch."))
+        # the checkpoint as rank 0 loaded it (bf16 runs round it; FSDP then keeps fp32 master copies)
+        on_disk = {k: v.to(loaded_as) for k, v in load_file(str(Path(cfg.base_model) / "model.safetensors")).items()}
         worst = 0.0
         compared = 0
         for name, param in model.named_parameters():
