@@ -60,7 +60,8 @@ def prepare_datasets_on_ranks(cfg: Any, tokenizer: Any, env: Any) -> tuple[Any, 
             log.warning("rank %d found no prepared dataset from local rank 0 and tokenized itself "
                         "(is dataset_prepared_path on a node-local disk that differs between ranks?)", env.rank)
         result = _views(prepared)
-    dist.destroy_process_group(group)
+    # the group is left alive: destroy_process_group() at the end of the run takes it down with the default group
+    # (tearing a gloo subgroup down mid-run is one more chance for its threads to abort at exit)
     return result
 
 
