@@ -57,6 +57,8 @@ def _validate(sw: KernelSwitches, cfg: Any) -> None:
     off = "set " + ", ".join(f"{k}: false" for k in lora_keys)
     if _get(cfg, "adapter") not in ("lora", "qlora"):
         raise UserError(f"{keys} fuse LoRA projections and need adapter: lora or qlora", hint=off)
+    if _get(cfg, "load_in_8bit"):
+        raise UserError(f"{keys} cannot run on 8-bit (load_in_8bit) base weights", hint=f"use load_in_4bit or {off}")
     dropout = _get(cfg, "lora_dropout", 0.0) or 0.0
     if dropout > 0:
         raise UserError(f"{keys} need lora_dropout: 0 (got {dropout}); the fused LoRA path has no dropout",

@@ -20,14 +20,18 @@ from typing import Any
 import torch
 from torch import nn
 
-try:  # the decorators make autocast see the Functions as one op; only CUDA autocast is relevant
-    _fwd = torch.amp.custom_fwd(device_type="cuda")
-    _bwd = torch.amp.custom_bwd(device_type="cuda")
-except (AttributeError, TypeError):  # pragma: no cover - older torch
-    def _fwd(f: Any) -> Any:
-        return f
 
-    _bwd = _fwd
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype autocast would run these matmuls in, else the input's own dtype.
+
+    Under QLoRA, peft's k-bit preparation upcasts norms and embeddings to fp32, so fp32 hidden states meet bf16
+    (dequantised) weights. Autocast does not reach inside a Function's hand-written in-place ops (``addmm_``),
+    so everything is cast to this dtype explicitly and the Function then runs with autocast off.
+    """
+    device = x.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return x.dtype
 
 
 @dataclass
@@ -41,6 +45,8 @@ class Proj:
 
     def weight(self, dtype: torch.dtype) -> torch.Tensor:
         w = self.module.weight
+        if type(w).__name__ == "Int8Params":  # int8 codes need their SCB scales; lora_parts never gets here
+            raise TypeError("the LoRA kernels cannot run on bitsandbytes 8-bit weights")
         quant_state = getattr(w, "quant_state", None)
         if quant_state is not None:  # QLoRA: dequantise now, drop after use
             import bitsandbytes.functional as bnbf
@@ -91,20 +97,22 @@ class LoRALinearFunction(torch.autograd.Function):
     """y = x W^T + bias + s * (x A^T B^T + bias_B), saving only x."""
 
     @staticmethod
-    @_fwd
     def forward(ctx, x, proj, a, b, bb):
-        ctx.proj = proj
-        ctx.save_for_backward(x, a, b, bb)
-        y = _forward(_flat(x), proj, a, b, bb)
+        ctx.proj, ctx.x_dtype, ctx.dtype = proj, x.dtype, _compute_dtype(x)
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.to(ctx.dtype)
+            ctx.save_for_backward(x, a, b, bb)
+            y = _forward(_flat(x), proj, a, b, bb)
         return y.reshape(*x.shape[:-1], y.shape[-1])
 
     @staticmethod
-    @_bwd
     def backward(ctx, dy):
         x, a, b, bb = ctx.saved_tensors
-        dx, da, db, dbb = _backward(_flat(x), _flat(dy), ctx.proj, a, b, bb, ctx.needs_input_grad[0])
+        with torch.autocast(x.device.type, enabled=False):
+            dx, da, db, dbb = _backward(_flat(x), _flat(dy.to(ctx.dtype)), ctx.proj, a, b, bb,
+                                        ctx.needs_input_grad[0])
         if dx is not None:
-            dx = dx.reshape(x.shape)
+            dx = dx.reshape(x.shape).to(ctx.x_dtype)
         return dx, None, da, db, dbb
 
 
@@ -112,19 +120,25 @@ class LoRAMLPFunction(torch.autograd.Function):
     """down(act(gate(x)) * up(x)) with LoRA on any of the three, saving x, gate(x) and up(x) only."""
 
     @staticmethod
-    @_fwd
     def forward(ctx, x, act, projs, *lora):
-        ctx.act, ctx.projs = act, projs
-        x2 = _flat(x)
-        g = _forward(x2, projs[0], *lora[0:3])
-        u = _forward(x2, projs[1], *lora[3:6])
-        out = _forward(act(g) * u, projs[2], *lora[6:9])
+        ctx.act, ctx.projs, ctx.x_dtype, ctx.dtype = act, projs, x.dtype, _compute_dtype(x)
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.to(ctx.dtype)
+            x2 = _flat(x)
+            g = _forward(x2, projs[0], *lora[0:3])
+            u = _forward(x2, projs[1], *lora[3:6])
+            out = _forward(act(g) * u, projs[2], *lora[6:9])
         ctx.save_for_backward(x, g, u, *lora)
         return out.reshape(*x.shape[:-1], out.shape[-1])
 
     @staticmethod
-    @_bwd
     def backward(ctx, dout):
+        x = ctx.saved_tensors[0]
+        with torch.autocast(x.device.type, enabled=False):
+            return LoRAMLPFunction._backward(ctx, dout.to(ctx.dtype))
+
+    @staticmethod
+    def _backward(ctx, dout):
         x, g, u, *lora = ctx.saved_tensors
         pg, pu, pd = ctx.projs
         x2, dout = _flat(x), _flat(dout)
@@ -144,7 +158,7 @@ class LoRAMLPFunction(torch.autograd.Function):
         dx = None
         if need_x:
             assert dx_g is not None and dx_u is not None
-            dx = dx_g.add_(dx_u).reshape(x.shape)
+            dx = dx_g.add_(dx_u).reshape(x.shape).to(ctx.x_dtype)
         return (dx, None, None, *d_gate, *d_up, *d_down)
 
 
@@ -158,7 +172,7 @@ def lora_parts(layer: Any) -> tuple[Proj, list[torch.Tensor | None]] | None:
     variant (DoRA), dropout, or a trainable base weight.
     """
     if isinstance(layer, nn.Linear) and not hasattr(layer, "lora_A"):
-        if layer.weight.requires_grad:
+        if layer.weight.requires_grad or type(layer.weight).__name__ == "Int8Params":
             return None
         return Proj(layer), [None, None, None]
     if not hasattr(layer, "lora_A") or not hasattr(layer, "base_layer"):
@@ -167,6 +181,8 @@ def lora_parts(layer: Any) -> tuple[Proj, list[torch.Tensor | None]] | None:
         return None
     active = [n for n in layer.active_adapters if n in layer.lora_A]
     base = layer.base_layer
+    if type(getattr(base, "weight", None)).__name__ == "Int8Params":
+        return None  # 8-bit codes without their scales would be garbage; apply_kernels refuses load_in_8bit
     if len(active) != 1 or getattr(base.weight, "requires_grad", False):
         return None
     name = active[0]

@@ -7,6 +7,11 @@ recomputes one tile at a time and takes gradients for the input and the trainabl
 at most one tile's activations exist at any moment. Gradients flow back as ordinary Function outputs (no hidden
 ``.grad`` accumulation), so DDP/FSDP hooks and gradient checkpointing around it behave as usual.
 The reference is the MLP called on the whole sequence.
+
+Backward runs on the autograd engine's thread, where no autocast is active: the recompute would run in fp32, a
+different function from the bf16 forward, at twice the memory per tile. Forward therefore records the autocast
+state of its device and backward recomputes under the same one (what ``torch.amp.custom_fwd``/``custom_bwd`` do,
+by hand because those decorators are bound to one device type and this runs on CPU and CUDA alike).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ class TiledMLPFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, fn, num_shards, x, *params):
         ctx.fn, ctx.num_shards = fn, num_shards
+        ctx.autocast = _autocast_state(x.device.type)
         ctx.save_for_backward(x, *params)
         out = None
         start = 0
@@ -49,7 +55,7 @@ class TiledMLPFunction(torch.autograd.Function):
         start = 0
         for tile, dtile in zip(_tiles(x, ctx.num_shards), _tiles(dout, ctx.num_shards), strict=True):
             length = tile.shape[-2]
-            with torch.enable_grad():
+            with torch.enable_grad(), torch.autocast(**ctx.autocast):
                 t = tile.detach().requires_grad_(need_x)
                 out = ctx.fn(t)
             inputs = ([t] if need_x else []) + want
@@ -68,6 +74,15 @@ class TiledMLPFunction(torch.autograd.Function):
         it = iter(dparams)
         pgrads = [next(it) if need else None for need in ctx.needs_input_grad[3:]]
         return (None, None, dx, *pgrads)
+
+
+def _autocast_state(device: str) -> dict[str, Any]:
+    enabled = torch.is_autocast_enabled(device)
+    state: dict[str, Any] = {"device_type": device, "enabled": enabled}
+    if enabled:
+        state["dtype"] = torch.get_autocast_dtype(device)
+        state["cache_enabled"] = torch.is_autocast_cache_enabled()
+    return state
 
 
 def _tiles(t: torch.Tensor, num_shards: int) -> tuple[torch.Tensor, ...]:

@@ -2,7 +2,9 @@
 
 The fingerprint covers the config keys the pipeline reads, the tokenizer (its serialized vocab/merges/added
 tokens and chat template) and the bytes of every local data file. A cache folder is written under a temporary
-name and renamed into place, so a crash never leaves a half-written cache that a later run would trust.
+name and renamed into place, so a crash never leaves a half-written cache that a later run would trust. When two
+writers race (two runs, or two nodes on a shared disk), the first rename wins and the loser discards its copy:
+there is no exists-then-rename window in which the second rename fails on a non-empty folder.
 """
 
 from __future__ import annotations
@@ -102,10 +104,12 @@ def save(cfg: Any, key: str, train: Any, evaluation: Any, stats: Any) -> Path | 
         fields = {f.name: getattr(stats, f.name) for f in dataclasses.fields(stats)}
         fields.update(from_cache=False, cache_dir=None, seconds=stats.seconds)
         (tmp / "stats.json").write_text(json.dumps(fields, indent=1, default=str))
-        if final.exists():  # a concurrent run finished first; its copy is equivalent
-            shutil.rmtree(tmp)
-            return final
-        os.replace(tmp, final)
+        try:
+            os.rename(tmp, final)  # atomic; fails when another writer's folder is already in place
+        except OSError:
+            if not (final / "stats.json").is_file():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # a concurrent writer won; its copy is equivalent
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -28,8 +28,27 @@ def build_model(cfg: Any, tokenizer: Any, precision: Precision, *, training: boo
         for name, param in model.named_parameters():
             if any(re.search(p, name) for p in cfg.unfrozen_parameters):
                 param.requires_grad = True
+    if training and cfg.adapter and precision.mode == "fp16":
+        upcast_trainable(model)
     kernels = _apply_kernels(model, cfg)
     return model, kernels
+
+
+def upcast_trainable(model: Any) -> int:
+    """fp16 + adapter: every trainable tensor in fp32 (the frozen base stays fp16); returns how many were cast.
+
+    The fp16 path trains with a GradScaler, and ``GradScaler.unscale_`` refuses fp16 gradients. peft keeps the
+    LoRA weights in fp32, but ``lora_modules_to_save`` copies and base parameters re-enabled by
+    ``unfrozen_parameters`` keep the base's fp16.
+    """
+    import torch
+
+    cast = 0
+    for param in model.parameters():
+        if param.requires_grad and param.dtype == torch.float16:
+            param.data = param.data.float()
+            cast += 1
+    return cast
 
 
 def _apply_kernels(model: Any, cfg: Any) -> list[str]:

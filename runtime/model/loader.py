@@ -18,10 +18,21 @@ from mudpuppy.runtime.model.precision import Precision
 log = logging.getLogger("mudpuppy.runtime.model")
 
 
-def load_model(cfg: Any, tokenizer: Any, precision: Precision, *, training: bool = True) -> Any:
-    """The base model (no adapter yet), embeddings sized to the tokenizer, ready for peft or a full fine-tune."""
+def load_model(cfg: Any, tokenizer: Any, precision: Precision, *, training: bool = True,
+               env: Any = None) -> Any:
+    """The base model (no adapter yet), embeddings sized to the tokenizer, ready for peft or a full fine-tune.
+
+    ``env`` (default: read from the environment) places each torchrun rank on its own GPU before anything is
+    loaded; bitsandbytes quantises onto the current device, so without it every rank's copy landed on cuda:0.
+    """
     import torch
     import transformers
+
+    from mudpuppy.runtime.env import read_env
+
+    env = env or read_env()
+    if precision.device == "cuda" and torch.cuda.is_available():
+        torch.cuda.set_device(env.local_rank)
 
     auto_cls = getattr(transformers, cfg.resolved_model_type(), None)
     if auto_cls is None or not hasattr(auto_cls, "from_pretrained"):
@@ -30,8 +41,10 @@ def load_model(cfg: Any, tokenizer: Any, precision: Precision, *, training: bool
             hint="use e.g. AutoModelForCausalLM",
         )
     config = load_model_config(cfg)
-    kwargs = model_kwargs(cfg, precision)
-    if cfg.reinit_weights:
+    kwargs = model_kwargs(cfg, precision, local_rank=env.local_rank)
+    if weights_come_from_rank0() and not (cfg.load_in_4bit or cfg.load_in_8bit):
+        model = _skeleton(auto_cls, config, kwargs)
+    elif cfg.reinit_weights:
         torch.manual_seed(cfg.seed if cfg.seed is not None else 42)
         kwargs = {k: v for k, v in kwargs.items() if k in ("dtype", "attn_implementation", "trust_remote_code")}
         model = auto_cls.from_config(config, **kwargs)
@@ -52,6 +65,36 @@ def load_model(cfg: Any, tokenizer: Any, precision: Precision, *, training: bool
                 gradient_checkpointing_kwargs=cfg.gradient_checkpointing_kwargs or {"use_reentrant": False},
             )
     return model
+
+
+def weights_come_from_rank0() -> bool:
+    """FSDP ``cpu_ram_efficient_loading`` on a rank other than local rank 0: transformers' own predicate.
+
+    ``parallel.before_model_load`` sets the variables and the process group it reads before any model exists.
+    """
+    from transformers.distributed.utils import is_local_dist_rank_0
+    from transformers.integrations import is_fsdp_enabled
+
+    return bool(is_fsdp_enabled() and not is_local_dist_rank_0())
+
+
+def _skeleton(auto_cls: Any, config: Any, kwargs: dict[str, Any]) -> Any:
+    """The model with parameters on the meta device (no host RAM) and real non-persistent buffers (rotary tables).
+
+    transformers keeps missing weights on meta on these ranks under FSDP; an empty state dict makes every weight
+    missing, so nothing is read. accelerate then shards the skeleton and broadcasts rank 0's weights into it.
+    """
+    from transformers.models.auto.auto_factory import _get_model_class
+    from transformers.utils import logging as hf_logging
+
+    model_cls = _get_model_class(config, auto_cls._model_mapping)
+    keep = {k: v for k, v in kwargs.items() if k in ("dtype", "attn_implementation", "trust_remote_code")}
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the "every key MISSING" load report is expected here
+    try:
+        return model_cls.from_pretrained(None, config=config, state_dict={}, **keep)
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
 
 def load_model_config(cfg: Any) -> Any:
@@ -86,8 +129,12 @@ def rope_parameters(current: dict[str, Any] | None, scaling: dict[str, Any]) -> 
     return merged
 
 
-def model_kwargs(cfg: Any, precision: Precision) -> dict[str, Any]:
-    """``from_pretrained`` keyword arguments for the config (pure apart from building the bnb config)."""
+def model_kwargs(cfg: Any, precision: Precision, *, local_rank: int = 0) -> dict[str, Any]:
+    """``from_pretrained`` keyword arguments for the config (pure apart from building the bnb config).
+
+    k-bit models on CUDA without a ``device_map`` go whole onto this rank's GPU (``{"": local_rank}``), as
+    Axolotl does: bitsandbytes quantises while loading, onto the device it is given.
+    """
     kwargs: dict[str, Any] = {
         "dtype": precision.torch_dtype if (cfg.adapter or precision.mode == "bf16") else _full_ft_dtype(precision),
         "trust_remote_code": bool(cfg.trust_remote_code),
@@ -105,6 +152,8 @@ def model_kwargs(cfg: Any, precision: Precision) -> dict[str, Any]:
         kwargs["low_cpu_mem_usage"] = cfg.low_cpu_mem_usage
     if cfg.load_in_4bit or cfg.load_in_8bit:
         kwargs["quantization_config"] = quantization_config(cfg, precision)
+        if cfg.device_map is None:
+            kwargs["device_map"] = {"": local_rank}
     kwargs.update(cfg.overrides_of_model_kwargs or {})
     return kwargs
 

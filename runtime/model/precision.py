@@ -1,7 +1,8 @@
 """Resolve bf16/fp16/tf32 (with ``auto``) against the device actually present.
 
 A config written for an H100 must still run on a laptop, so ``auto`` means "the fastest exact-enough thing this
-device has": bf16 on CUDA devices that support it, fp32 on CPU. Explicit settings are kept as asked, except
+device has": bf16 on CUDA devices that support it natively, else fp16 (T4/V100 only emulate bf16, several times
+slower, so emulation does not count), fp32 on CPU. Explicit settings are kept as asked, except
 fp16 on CPU, which torch cannot train, and which is a user error with the fix in the message.
 """
 
@@ -44,7 +45,7 @@ def resolve_precision(cfg: Any, device: str | None = None, *, bf16_supported: bo
         import torch
 
         if bf16_supported is None:
-            bf16_supported = bool(torch.cuda.is_bf16_supported())
+            bf16_supported = bool(torch.cuda.is_bf16_supported(including_emulation=False))
         if tf32_supported is None:
             tf32_supported = torch.cuda.get_device_capability()[0] >= 8
     else:
@@ -53,7 +54,7 @@ def resolve_precision(cfg: Any, device: str | None = None, *, bf16_supported: bo
 
     asked = cfg.precision()
     if asked == "auto":
-        mode = "bf16" if device == "cuda" and bf16_supported else "fp32"
+        mode = ("bf16" if bf16_supported else "fp16") if device == "cuda" else "fp32"
     elif asked == "fp16" and device != "cuda":
         raise UserError("fp16: true needs a CUDA GPU; on CPU remove fp16 (fp32 is used) or set bf16: true")
     elif asked == "bf16" and device == "cuda" and not bf16_supported:

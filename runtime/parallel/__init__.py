@@ -54,11 +54,24 @@ def training_args_overrides(cfg: Any, env: Any, precision: Any = None, *, total_
 
 
 def before_model_load(cfg: Any, env: Any, precision: Any = None) -> Any:
-    """ZeRO-3: announce the config before ``from_pretrained`` so weights are partitioned while loading.
+    """What must exist before ``from_pretrained``: FSDP's RAM-efficient loading switches, ZeRO-3's config.
 
-    Returns the ``HfDeepSpeedConfig`` that must stay referenced until the model is built (transformers holds it
-    weakly), or None.
+    FSDP ``cpu_ram_efficient_loading``: transformers' ``is_fsdp_enabled()`` reads ``ACCELERATE_USE_FSDP``,
+    ``FSDP_CPU_RAM_EFFICIENT_LOADING`` and an initialised process group, all of which used to appear only with the
+    TrainingArguments, after the model was loaded on every rank. ZeRO-3: announce the config so weights are
+    partitioned while loading. Returns the ``HfDeepSpeedConfig`` that must stay referenced until the model is
+    built (transformers holds it weakly), or None.
     """
+    from mudpuppy.runtime.parallel.fsdp import cpu_ram_efficient_loading
+
+    if env.world_size > 1 and cpu_ram_efficient_loading(cfg):
+        import os
+
+        from mudpuppy.runtime.parallel.dist import init_process_group
+
+        os.environ["ACCELERATE_USE_FSDP"] = "true"
+        os.environ["FSDP_CPU_RAM_EFFICIENT_LOADING"] = "true"
+        init_process_group()
     if not cfg.deepspeed:
         return None
     from mudpuppy.runtime.parallel.deepspeed import zero_stage
@@ -66,19 +79,36 @@ def before_model_load(cfg: Any, env: Any, precision: Any = None) -> Any:
     ds = training_args_overrides(cfg, env, precision)["deepspeed"]
     if zero_stage(ds) != 3:
         return None
-    if env.world_size > 1:
-        # zero.Init parses the config (batch = micro x accum x world) before it would start the process group
-        # itself, so without this it sees world size 1 and fails its batch-size assertion on every rank
-        import deepspeed
+    # zero.Init parses the config (batch = micro x accum x world) before it would start the process group itself,
+    # so without a group it sees world size 1 and fails its batch-size assertion on every rank; and with one
+    # process started without torchrun (one GPU + offload) it falls back to MPI discovery, which needs mpi4py.
+    # So the group always exists first, a single process getting the env:// variables torchrun would set.
+    import os
 
-        from mudpuppy.runtime.parallel.dist import init_process_group
+    import deepspeed
 
-        init_process_group()
-        deepspeed.init_distributed(dist_backend="nccl" if getattr(precision, "device", None) == "cuda" else "gloo",
-                                   auto_mpi_discovery=False)
+    from mudpuppy.runtime.parallel.dist import init_process_group
+
+    if env.world_size == 1:
+        port_given = "MASTER_PORT" in os.environ or "MUDPUPPY_MASTER_PORT" in os.environ
+        for name, value in env.torch_variables().items():
+            os.environ.setdefault(name, value)
+        if not port_given:  # nobody else joins; don't collide with another run on 29500
+            os.environ["MASTER_PORT"] = str(_free_port())
+    init_process_group()
+    deepspeed.init_distributed(dist_backend="nccl" if getattr(precision, "device", None) == "cuda" else "gloo",
+                               auto_mpi_discovery=False)
     from transformers.integrations import HfDeepSpeedConfig
 
     return HfDeepSpeedConfig(ds)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def prepare_model(model: Any, cfg: Any, env: Any) -> Any:
@@ -112,6 +142,12 @@ def prepare_trainer(trainer: Any, cfg: Any, env: Any) -> Any:
     on_cpu = fsdp_enabled(cfg) and env.world_size > 1 and trainer.args.use_cpu
     if on_cpu and enable_fsdp_on_cpu(trainer) and env.is_main:
         print("mudpuppy: FSDP2 on CPU (gloo)", flush=True)
+    from mudpuppy.runtime.parallel.fsdp import mixed_precision_policy
+
+    policy = mixed_precision_policy(cfg)
+    plugin = getattr(trainer.accelerator.state, "fsdp_plugin", None)
+    if policy is not None and plugin is not None:  # read by accelerate when it shards the model in train()
+        plugin.mixed_precision_policy = policy
     model = trainer.model
     mesh = getattr(model, "_mudpuppy_mesh", None)
     if mesh is None:

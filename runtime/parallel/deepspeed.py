@@ -8,6 +8,10 @@ both keys instead of transformers' mismatch traceback. Only the model-shape valu
 ``stage3_prefetch_bucket_size``, ``stage3_param_persistence_threshold``) stay ``"auto"``: transformers fills them
 from ``hidden_size`` once the model exists.
 
+An offloaded optimizer (``offload_optimizer``) without an ``optimizer`` section runs the Trainer's own torch
+optimizer on the CPU copies; DeepSpeed refuses that unless ``zero_force_ds_cpu_optimizer`` is false, so it is
+set to false when absent (the shipped ``zero3_offload`` says so explicitly, as Axolotl's offload configs do).
+
 Two DeepSpeed defaults are pinned because they surprise people: ``gradient_clipping`` is 1.0 in DeepSpeed even
 when nothing asked for it (we write ``max_grad_norm``, or transformers' 1.0 default, explicitly), and fp16 and bf16
 cannot both be on.
@@ -116,6 +120,9 @@ def resolve_deepspeed(cfg: Any, *, world_size: int, micro_batch: int, grad_accum
             if keys[0] in ("bf16", "fp16") and not current:
                 continue  # JSON turns a precision off that the YAML does not use either way
             conflicts.append(f"{'.'.join(keys)}={current!r} but {yaml_keys[keys]} gives {value!r}")
+    offload = (zero.get("offload_optimizer") or {}).get("device", "none")
+    if offload in ("cpu", "nvme") and not isinstance(ds.get("optimizer"), dict):
+        ds.setdefault("zero_force_ds_cpu_optimizer", False)
     if conflicts:
         raise UserError(f"deepspeed: {label} disagrees with the config: " + "; ".join(conflicts),
                         hint='set those JSON values to "auto" (or match the YAML)')

@@ -56,6 +56,59 @@ def fsdp_enabled(cfg: Any) -> bool:
     return bool(cfg.fsdp or cfg.fsdp_config is not None or cfg.fsdp_version)
 
 
+MP_DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16",
+             "fp32": "float32", "float32": "float32"}
+MP_KEYS = ("param_dtype", "reduce_dtype", "output_dtype")
+
+
+def mixed_precision_policy(cfg: Any) -> Any:
+    """``fsdp_config.mixed_precision_policy`` as FSDP2's ``MixedPrecisionPolicy`` (None when not set).
+
+    Axolotl's spelling is one dtype (``bf16``: compute, reduce and outputs in bf16); a mapping with
+    ``param_dtype`` / ``reduce_dtype`` / ``output_dtype`` (and ``cast_forward_inputs``) sets them one by one.
+    transformers does not pass this key on to accelerate, so ``prepare_trainer`` puts it on the plugin itself.
+    """
+    normalized = normalized_fsdp_config(cfg)
+    value = normalized.get("mixed_precision_policy")
+    if value is None:
+        return None
+    if fsdp_version(cfg, normalized) != 2:
+        raise UserError("fsdp_config.mixed_precision_policy is applied with FSDP2 only",
+                        hint="remove it or use fsdp_version: 2")
+    if isinstance(value, str):
+        spec: dict[str, Any] = dict.fromkeys(MP_KEYS, value)
+    elif isinstance(value, dict):
+        unknown = sorted(set(value) - {*MP_KEYS, "cast_forward_inputs"})
+        if unknown:
+            raise UserError(f"fsdp_config.mixed_precision_policy.{unknown[0]}: unknown key",
+                            hint="use param_dtype, reduce_dtype, output_dtype, cast_forward_inputs")
+        spec = dict(value)
+    else:
+        raise UserError("fsdp_config.mixed_precision_policy must be a dtype (bf16, fp16, fp32) or a mapping")
+    import torch
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    kwargs: dict[str, Any] = {}
+    for key in MP_KEYS:
+        if spec.get(key) is None:
+            continue
+        name = MP_DTYPES.get(str(spec[key]).lower().removeprefix("torch."))
+        if name is None:
+            raise UserError(f"fsdp_config.mixed_precision_policy: {key} {spec[key]!r} is not a dtype",
+                            hint="use bf16, fp16 or fp32")
+        kwargs[key] = getattr(torch, name)
+    if "cast_forward_inputs" in spec:
+        kwargs["cast_forward_inputs"] = bool(spec["cast_forward_inputs"])
+    return MixedPrecisionPolicy(**kwargs)
+
+
+def cpu_ram_efficient_loading(cfg: Any) -> bool:
+    if not fsdp_enabled(cfg):
+        return False
+    value = normalized_fsdp_config(cfg).get("cpu_ram_efficient_loading")
+    return str(value).lower() == "true"
+
+
 def normalized_fsdp_config(cfg: Any) -> dict[str, Any]:
     """``fsdp_config`` with the ``fsdp_`` prefixes stripped and unknown keys rejected (one UserError)."""
     raw = dict(cfg.fsdp_config or {})
@@ -115,6 +168,7 @@ def fsdp_training_args(cfg: Any, *, gradient_checkpointing: bool = False) -> dic
                 raise UserError(f"fsdp_config.{key}: {out[key]!r} is not supported",
                                 hint="use FULL_STATE_DICT or SHARDED_STATE_DICT")
             out[key] = value
+    mixed_precision_policy(cfg)  # rejected here, before tokenization, when it cannot be applied
     final = final_state_dict_type(cfg)
     if final not in ("FULL_STATE_DICT", "SHARDED_STATE_DICT"):
         raise UserError(f"fsdp_final_state_dict_type: {final!r} is not supported",

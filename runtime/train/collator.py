@@ -9,6 +9,12 @@ varlen boundaries (flash-attention), so packed samples never attend to each othe
 sample is masked, because under the causal shift it would be predicted from the previous sample's last token;
 that makes a packed batch's loss equal to the same samples' loss unpacked.
 
+Flash-attention is different: transformers only reads sample boundaries from ``position_ids`` when the batch size
+is 1 (``_is_packed_sequence``); a ``[B, W]`` packed batch with B > 1 would run plain causal attention over each
+whole row, so later samples would attend to earlier ones. With ``flatten`` (set for flash attention) every
+micro-batch becomes one ``[1, sum(L)]`` row, as transformers' ``DataCollatorWithFlattening`` does, and carries
+``cu_seq_lens_q/k`` and ``max_length_q/k`` so the varlen kernel gets the boundaries without inferring them.
+
 Every batch also carries ``num_real_tokens`` (non-pad tokens), which the trainer pops before the forward pass
 and uses for tokens/s.
 """
@@ -28,11 +34,14 @@ class Collator:
     pad_token_id: int
     pad_to_length: int | None = None
     pad_to_multiple_of: int | None = None
+    flatten: bool = False  # packed rows -> one [1, sum(L)] row with cu_seq_lens (flash-attention varlen)
 
     def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
         packed = "position_ids" in rows[0]
+        if packed and self.flatten:
+            return self._flattened(rows)
         lengths = [len(r["input_ids"]) for r in rows]
         width = self._width(max(lengths))
         input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
@@ -65,6 +74,38 @@ class Collator:
         batch[REAL_TOKENS_KEY] = torch.tensor(real, dtype=torch.long)
         return batch
 
+    def _flattened(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """One row holding every sample of the micro-batch back to back, plus the varlen boundaries."""
+        import torch
+
+        ids = [torch.as_tensor(r["input_ids"], dtype=torch.long) for r in rows]
+        pos = [torch.as_tensor(r["position_ids"], dtype=torch.long) for r in rows]
+        labels = [torch.as_tensor(r.get("labels", r["input_ids"]), dtype=torch.long).masked_fill(p == 0, IGNORE_INDEX)
+                  for r, p in zip(rows, pos, strict=True)]
+        real = sum(len(t) for t in ids)
+        total = real
+        if self.pad_to_length:  # same shape every step, as the unflattened batch would have
+            total = max(total, self.pad_to_length * len(rows))
+        if self.pad_to_multiple_of:
+            total = -(-total // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        pad = total - real
+        if pad:  # padding is its own segment: positions 0..pad-1, labels ignored
+            ids.append(torch.full((pad,), self.pad_token_id, dtype=torch.long))
+            pos.append(torch.arange(pad))
+            labels.append(torch.full((pad,), IGNORE_INDEX, dtype=torch.long))
+        position_ids = torch.cat(pos)
+        starts = torch.nonzero(position_ids == 0).flatten()
+        cu = torch.cat([starts, torch.tensor([total])]).to(torch.int32)
+        longest = int((cu[1:] - cu[:-1]).max())
+        return {
+            "input_ids": torch.cat(ids).unsqueeze(0),
+            "labels": torch.cat(labels).unsqueeze(0),
+            "position_ids": position_ids.unsqueeze(0),
+            "cu_seq_lens_q": cu, "cu_seq_lens_k": cu.clone(),
+            "max_length_q": longest, "max_length_k": longest,
+            REAL_TOKENS_KEY: torch.tensor(real, dtype=torch.long),
+        }
+
     def _width(self, longest: int) -> int:
         width = max(longest, self.pad_to_length or 0)
         if self.pad_to_multiple_of:
@@ -79,4 +120,17 @@ def build_collator(cfg: Any, tokenizer: Any, *, evaluation: bool = False) -> Col
         pad_token_id=int(pad_id if pad_id is not None else 0),
         pad_to_length=length if cfg.pad_to_sequence_len else None,
         pad_to_multiple_of=cfg.pad_to_multiple_of,
+        flatten=uses_flash_attention(cfg),
     )
+
+
+def uses_flash_attention(cfg: Any) -> bool:
+    """flash_attention_2/3/4 or a hub flash kernel: attention that finds packed boundaries only at batch size 1.
+
+    Context parallelism replaces the attention with its own (segments from ``position_ids`` per row), so its
+    batches stay ``[B, W]``.
+    """
+    from mudpuppy.runtime.parallel.context_parallel import context_parallel_size
+
+    attn = cfg.attention_implementation() or ""
+    return "flash" in attn.lower() and context_parallel_size(cfg) <= 1

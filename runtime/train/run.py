@@ -90,11 +90,11 @@ def _run(cfg: Any, env: Env, watcher: Any, stream: TextIO, extra_callbacks: list
 
     seed_everything(seed_of(cfg), device=precision.device)  # before anything random is built or drawn
 
-    from mudpuppy.runtime.data import prepare_datasets
+    from mudpuppy.runtime.data.distributed import prepare_datasets_on_ranks
     from mudpuppy.runtime.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(cfg)
-    train_ds, eval_ds = prepare_datasets(cfg, tokenizer)
+    train_ds, eval_ds = prepare_datasets_on_ranks(cfg, tokenizer, env)
     if train_ds is None or len(train_ds) == 0:
         raise UserError("datasets: no training rows left after tokenization",
                         hint="check the dataset paths/types and sequence_len")

@@ -31,6 +31,13 @@ class MudpuppyTrainer(Trainer):
         self.mp_constant_lr = constant_lr  # (cosine_min_lr_ratio, cosine_constant_lr_ratio)
         self.published: list[Path] = []
 
+    def _move_model_to_device(self, model: Any, device: Any) -> None:
+        # FSDP cpu_ram_efficient_loading: ranks other than 0 hold a meta-device skeleton that accelerate fills with
+        # rank 0's weights when it shards the model; on CPU the Trainer does not know FSDP yet and would .to() it
+        if any(p.is_meta for p in model.parameters()):
+            return
+        super()._move_model_to_device(model, device)
+
     # ---------------------------------------------------------------- checkpoints
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
         run_dir = Path(self._get_output_dir(trial=trial))

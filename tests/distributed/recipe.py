@@ -18,13 +18,16 @@ HERE = Path(__file__).resolve().parent
 
 
 def config(out: Path, **overrides: Any) -> dict[str, Any]:
-    """FSDP2 by default (pass ``fsdp_version=None, fsdp_config=None`` to drop it); a None override removes a key."""
+    """FSDP2 by default (``fsdp_version=None, fsdp_config=None`` drop it); a None override removes a key.
+
+    ``MUDPUPPY_TEST_BF16=1`` runs the configs in bf16 (CPU autocast) so dtype faults surface without a GPU.
+    """
     cfg: dict[str, Any] = {
         "base_model": str(EXAMPLES / "tiny-llama"), "reinit_weights": True, "seed": 7,
         "datasets": [{"path": str(EXAMPLES / "data" / "alpaca_tiny.jsonl"), "type": "alpaca"}],
         "sequence_len": 64, "micro_batch_size": 1, "gradient_accumulation_steps": 1, "max_steps": 4,
         "learning_rate": 0.005, "optimizer": "adamw_torch", "lr_scheduler": "constant", "logging_steps": 1,
-        "save_steps": 2, "bf16": False, "output_dir": str(out),
+        "save_steps": 2, "bf16": os.environ.get("MUDPUPPY_TEST_BF16") == "1", "output_dir": str(out),
         "fsdp_version": 2,
         "fsdp_config": {"fsdp_state_dict_type": "SHARDED_STATE_DICT", "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
                         "fsdp_transformer_layer_cls_to_wrap": "LlamaDecoderLayer", "reshard_after_forward": True},

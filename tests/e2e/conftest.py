@@ -14,6 +14,8 @@ import yaml
 from tests.fixtures.tiny import EXAMPLES
 
 REPO = Path(__file__).resolve().parents[2]
+# MUDPUPPY_TEST_BF16=1 reruns these configs in bf16 (CPU autocast) so dtype faults surface without a GPU
+TEST_BF16 = os.environ.get("MUDPUPPY_TEST_BF16") == "1"
 
 
 def base_config(out: Path, **overrides: Any) -> dict[str, Any]:
@@ -38,7 +40,7 @@ def base_config(out: Path, **overrides: Any) -> dict[str, Any]:
         "warmup_steps": 1,
         "logging_steps": 1,
         "save_steps": 2,
-        "bf16": False,
+        "bf16": TEST_BF16,
         "output_dir": str(out),
     }
     cfg.update(overrides)

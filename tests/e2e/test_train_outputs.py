@@ -13,6 +13,7 @@ from mudpuppy.launcher.cli import main as cli_main
 from mudpuppy.launcher.config import load_config
 from mudpuppy.runtime.entry import main as runtime_main
 from mudpuppy.runtime.entry import run_location
+from tests.e2e.conftest import TEST_BF16
 from tests.fixtures.tiny import build_tiny_model_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -50,7 +51,8 @@ def test_lora_packed_run_writes_adapter_tokenizer_card_metrics_then_merges_exact
     with torch.no_grad():
         expected = with_adapter(input_ids=ids).logits
         got = merged(input_ids=ids).logits
-    assert torch.allclose(got, expected, atol=1e-5)
+    # merged weights are stored in the training dtype: exact in fp32, bf16 rounding under MUDPUPPY_TEST_BF16
+    assert torch.allclose(got.float(), expected.float(), atol=2e-2 if TEST_BF16 else 1e-5)
     lora_b = [v for k, v in with_adapter.state_dict().items() if "lora_B" in k]
     assert any(t.abs().sum() > 0 for t in lora_b)  # a trained adapter, so the check can fail
 

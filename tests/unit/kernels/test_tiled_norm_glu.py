@@ -105,3 +105,31 @@ def test_norm_glu_tiled_on_a_model_match(tmp_path):
     for n, p in fused.named_parameters():
         if p.requires_grad:
             torch.testing.assert_close(p.grad, ref_p[n].grad, rtol=1e-5, atol=1e-6, msg=n)
+
+
+@pytest.mark.timeout(60)
+def test_tiled_mlp_backward_recomputes_under_the_forward_autocast():
+    """Issue 20.8: backward runs on the autograd thread without autocast; the recompute must restore it."""
+    torch.manual_seed(0)
+    mlp = _MLP(h=32, i=96)
+    x = torch.randn(2, 40, 32, requires_grad=True)
+    params = list(mlp.parameters())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = mlp(x)
+    ref_dx = torch.autograd.grad(ref.float().pow(2).sum(), x)[0]
+    # parameter gradients: the same 4 tiles through plain autograd under autocast, summed in fp32
+    ref_dparams = [torch.zeros_like(p) for p in params]
+    for tile in torch.tensor_split(x.detach(), 4, dim=-2):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = mlp(tile)
+        for acc, g in zip(ref_dparams, torch.autograd.grad(y.float().pow(2).sum(), params), strict=True):
+            acc += g
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = tiled_mlp(mlp, x, 4, params)
+    assert out.dtype == ref.dtype == torch.bfloat16
+    dx, *dparams = torch.autograd.grad(out.float().pow(2).sum(), [x, *params])
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    # each token's input gradient depends on its own row only: the same bf16 function gives the same numbers
+    torch.testing.assert_close(dx, ref_dx, rtol=1e-6, atol=1e-6)
+    for got, want in zip(dparams, ref_dparams, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)

@@ -160,3 +160,23 @@ def test_shm_comm_op_can_be_kept_on_request(shm_flag: Any, monkeypatch: pytest.M
     assert skip_cpu_shm_comm() is False and table[name] is True
     monkeypatch.delenv("MUDPUPPY_DEEPSPEED_SHM")
     assert skip_cpu_shm_comm() is True and table[name] is False
+
+
+def test_offloaded_optimizer_without_optimizer_section_accepts_the_trainers_optimizer(tmp_path: Path) -> None:
+    """Issue 20.4: DeepSpeed's own config parser must not force DeepSpeedCPUAdam on the Trainer's optimizer."""
+    pytest.importorskip("deepspeed")
+    from deepspeed.runtime.config import DeepSpeedConfig
+
+    def parsed(value: Any) -> Any:
+        ds = resolve_deepspeed(cfg_of(tmp_path, deepspeed=value), world_size=1, micro_batch=2, grad_accum=3,
+                               bf16=False, fp16=False)
+        for key in ("reduce_bucket_size", "stage3_prefetch_bucket_size", "stage3_param_persistence_threshold"):
+            ds["zero_optimization"][key] = 1000  # transformers fills these from the model
+        return DeepSpeedConfig(ds)
+
+    assert parsed("zero3_offload").zero_force_ds_cpu_optimizer is False
+    user = {"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"}}}
+    assert parsed(user).zero_force_ds_cpu_optimizer is False
+    with_section = {**user, "optimizer": {"type": "AdamW", "params": {"lr": "auto"}}}
+    assert parsed(with_section).zero_force_ds_cpu_optimizer is True  # DeepSpeed's optimizer: its default stays
+    assert parsed("zero3").zero_force_ds_cpu_optimizer is True  # nothing offloaded: untouched

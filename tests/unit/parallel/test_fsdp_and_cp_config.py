@@ -125,3 +125,27 @@ def test_fetch_deepspeed_configs(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "deepspeed_configs").glob("*.json")) == [
         "zero1.json", "zero2.json", "zero3.json", "zero3_offload.json"]
+
+
+def test_mixed_precision_policy_becomes_fsdp2_policy_or_a_user_error(tmp_path: Path) -> None:
+    """Issue 20.9: the key used to be dropped silently; applied on 2 ranks in test_loading_on_ranks.py."""
+    import torch
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    from mudpuppy.runtime.parallel.fsdp import mixed_precision_policy
+
+    def policy(value: Any, **keys: Any) -> Any:
+        return mixed_precision_policy(cfg_of(tmp_path, fsdp_config={"mixed_precision_policy": value}, **keys))
+
+    assert policy("bf16") == MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.bfloat16,
+                                                  output_dtype=torch.bfloat16)
+    assert policy({"param_dtype": "bfloat16", "reduce_dtype": "fp32", "cast_forward_inputs": False}) == \
+        MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32, cast_forward_inputs=False)
+    assert mixed_precision_policy(cfg_of(tmp_path, fsdp_config={})) is None
+    for bad, words in (("int8", "is not a dtype"), ({"compute_dtype": "bf16"}, "unknown key"), (3, "must be")):
+        with pytest.raises(UserError, match=words):
+            policy(bad)
+    with pytest.raises(UserError, match="FSDP2 only"):
+        policy("bf16", fsdp_version=1)
+    with pytest.raises(UserError, match="is not a dtype"):  # rejected at plan time, before tokenization
+        fsdp_training_args(cfg_of(tmp_path, fsdp_config={"mixed_precision_policy": "int8"}))

@@ -104,7 +104,8 @@ def test_precision_auto_resolves_against_the_device():
     assert resolve_precision(cfg(bf16=True), device="cpu").mode == "bf16"
     assert resolve_precision(cfg(), device="cuda", bf16_supported=True, tf32_supported=True) == Precision(
         "bf16", True, "cuda")
-    assert resolve_precision(cfg(), device="cuda", bf16_supported=False, tf32_supported=False).mode == "fp32"
+    # no native bf16 (T4/V100): auto falls back to fp16 mixed precision, not fp32
+    assert resolve_precision(cfg(), device="cuda", bf16_supported=False, tf32_supported=False).mode == "fp16"
     with pytest.raises(UserError, match="fp16: true needs a CUDA GPU"):
         resolve_precision(cfg(fp16=True, bf16=False), device="cpu")
     with pytest.raises(UserError, match="no bf16 support"):
@@ -120,3 +121,21 @@ def test_embedding_lr_scale_wins_and_offload_is_planned():
     assert not plan(gradient_checkpointing=True).offload_activations
     with pytest.raises(UserError, match="loraplus"):
         plan(embedding_lr=1e-5, loraplus_lr_ratio=16, adapter="lora", lora_r=4)
+
+
+def test_bf16_auto_ignores_emulated_bf16(monkeypatch):
+    """Issue 20.9: torch.cuda.is_bf16_supported() is True on T4/V100 (emulation); auto must ask for native bf16."""
+    import torch
+
+    asked = []
+
+    def is_bf16_supported(including_emulation=True):
+        asked.append(including_emulation)
+        return including_emulation  # a T4: emulated only
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (7, 5))
+    got = resolve_precision(cfg(), device="cuda")
+    assert asked == [False] and got == Precision("fp16", False, "cuda")
+    with pytest.raises(UserError, match="no bf16 support"):
+        resolve_precision(cfg(bf16=True), device="cuda")
