@@ -29,11 +29,16 @@ class Problem(Exception):
         self.hint = hint
 
 
-def _task(config: dict[str, Any]) -> Any:
+def _task(config: dict[str, Any], secrets: dict[str, str] | None = None) -> Any:
+    """Parse one task. Secret values go in as ``secrets_overrides``: a bare ``NAME: null`` left in the task is a
+    *managed-secret reference* in SkyPilot 0.14 (``update_secrets`` afterwards does not clear it, and execution then
+    fails with "No value available for secret(s)"), while an override becomes an inline value. The task's
+    ``_user_specified_yaml`` (what SkyPilot shows and stores) is taken before the overrides, so it keeps no value."""
     import sky
 
     try:
-        return sky.Task.from_yaml_config(copy.deepcopy(config))  # it pops keys from the dict it is given
+        return sky.Task.from_yaml_config(copy.deepcopy(config),  # it pops keys from the dict it is given
+                                         secrets_overrides=sorted(secrets.items()) if secrets else None)
     except Exception as exc:  # SkyPilot raises ValueError / jsonschema errors with a readable first line
         raise Problem(f"SkyPilot rejected the task: {str(exc).splitlines()[0]}") from None
 
@@ -94,10 +99,8 @@ def launch(payload: dict[str, Any]) -> dict[str, Any]:
     missing = [name for name in payload.get("secrets", []) if name not in os.environ]
     if missing:
         raise Problem(f"secret {missing[0]} is not set in your environment", hint="export it, then relaunch")
-    task = _task(payload["task"])
+    task = _task(payload["task"], {name: os.environ[name] for name in payload.get("secrets", [])})
     _check_cloud(task)
-    if payload.get("secrets"):
-        task.update_secrets({name: os.environ[name] for name in payload["secrets"]})
     if payload["managed"]:
         job_ids, _handle = sky.stream_and_get(sky.jobs.launch(task, name=task.name))
         job_id = job_ids[0] if isinstance(job_ids, list) else job_ids
