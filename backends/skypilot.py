@@ -211,8 +211,8 @@ def render_task(launch: LaunchSection, run_id: str, bundle: Bundle | None, *, bu
 # The head node counts attempts in a file on the volume; the count is taken at start, so a VM lost to preemption
 # (which SkyPilot recovers without asking anyone) uses up an attempt too.
 _COUNT = (f'import fsspec, os, sys; u = os.environ["{ENV_VOLUME}"].rstrip("/") + "/.mudpuppy-attempts-" '
-          "+ sys.argv[1]; fs, p = fsspec.core.url_to_fs(u); n = int(fs.cat_file(p)) if fs.exists(p) else 0; "
-          "fs.pipe_file(p, str(n + 1).encode()); print(n + 1)")
+          "+ sys.argv[1]; fs, p = fsspec.core.url_to_fs(u); fs.makedirs(p.rsplit(\"/\", 1)[0], exist_ok=True); "
+          "n = int(fs.cat_file(p)) if fs.exists(p) else 0; fs.pipe_file(p, str(n + 1).encode()); print(n + 1)")
 
 
 def _budget_start(python: str, run_id: str, retries: int) -> list[str]:

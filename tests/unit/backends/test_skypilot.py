@@ -379,3 +379,82 @@ def test_missing_credentials_fail_before_launch(sky: str, tmp_path: Path, enable
 def test_driver_errors_become_one_line_user_errors(sky: str) -> None:
     with pytest.raises(UserError, match="SkyPilot rejected the task"):
         call_driver(sky, "validate", {"tasks": ["resources:\n  accelerators: 7\n  use_spot: maybe\n"]}, timeout=300)
+
+
+# SkyPilot's own recovery decision (StrategyExecutor.should_restart_on_failure, built by StrategyExecutor.make from
+# the task's job_recovery) applied to the exit code of the rendered run script, attempt after attempt. The node
+# command is a stand-in python that exits with the next code of a list; "preempt" is a VM lost mid-run, which
+# SkyPilot recovers without asking the job. The attempt counter lives on a file:// volume.
+_RECOVERY = textwrap.dedent("""
+    import asyncio, json, os, subprocess, sys
+    import sky
+    from sky import backends
+    from sky.jobs import recovery_strategy
+    task_config, codes, home, volume = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3], sys.argv[4]
+    run = task_config["run"]
+    task = sky.Task.from_yaml_config(json.loads(sys.argv[1]))  # it pops keys from the dict it is given
+    executor = recovery_strategy.StrategyExecutor.make(
+        "c", backends.CloudVmRayBackend(), task, 1, 0, None, set(), asyncio.Lock(), asyncio.Condition())
+    env = {**os.environ, **task_config["envs"], "HOME": home, "MUDPUPPY_VOLUME": volume, "SKYPILOT_NODE_RANK": "0",
+           "SKYPILOT_NODE_IPS": "127.0.0.1", "SKYPILOT_NUM_NODES": "1"}
+    starts, exits, outcome = 0, [], None
+    for _ in range(20):
+        proc = subprocess.run(["bash", "-c", run], env=env, capture_output=True, text=True)
+        ran = int(open(os.path.join(home, "ran")).read()) if os.path.exists(os.path.join(home, "ran")) else 0
+        if ran > starts:
+            starts = ran
+            if codes[ran - 1] == "preempt":
+                continue  # the VM vanished: SkyPilot recovers it whatever the job would have said
+        exits.append(proc.returncode)
+        if proc.returncode == 0:
+            outcome = "SUCCEEDED"
+            break
+        if not executor.should_restart_on_failure(exit_codes=[proc.returncode]):
+            outcome = "FAILED"
+            break
+    print(json.dumps({"outcome": outcome, "node_runs": starts, "exits": exits}))
+""")
+
+_FAKE_NODE = """#!/bin/bash
+if [ "$1" = "-c" ]; then exec {python} "$@"; fi
+n=$(( $(cat "$HOME/ran" 2>/dev/null || echo 0) + 1 )); echo "$n" > "$HOME/ran"
+code=$({python} -c 'import json, sys; c = json.loads(sys.argv[1])[int(sys.argv[2]) - 1]; \\
+print(0 if c == "preempt" else c)' '{codes}' "$n")
+exit "$code"
+"""
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(("codes", "outcome", "node_runs", "exits"), [
+    ([2, 0], "FAILED", 1, [2]),                     # a user error is never retried
+    ([1, 0], "SUCCEEDED", 2, [75, 0]),              # a crash is retried
+    ([75, 75, 75, 75], "FAILED", 3, [75, 75, 1]),   # retries=2: three attempts, then failed
+    ([1, 75, 139, 0], "FAILED", 3, [75, 75, 139]),  # crashes and preemptions share the budget
+    (["preempt", "preempt", "preempt", 0], "FAILED", 3, [1]),  # lost VMs count too (the 4th start refuses)
+])
+def test_retry_budget_through_skypilot_recovery(sky: str, tmp_path: Path, codes: list[Any], outcome: str,
+                                                node_runs: int, exits: list[int]) -> None:
+    import sys
+
+    task = _render({"spot": True, "retries": 2, "skypilot": {"bucket": "s3://ckpt/runs"}})
+    home = tmp_path / "home"
+    fake = home / "mudpuppy" / "venvs" / DIGEST[:16] / "bin" / "python"
+    fake.parent.mkdir(parents=True)
+    fake.write_text(_FAKE_NODE.format(python=sys.executable, codes=json.dumps(codes)))
+    fake.chmod(0o755)
+    proc = subprocess.run([sky, "-c", _RECOVERY, json.dumps(task), json.dumps(codes), str(home),
+                           f"file://{tmp_path / 'volume'}"], capture_output=True, text=True, timeout=240, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got == {"outcome": outcome, "node_runs": node_runs, "exits": exits}
+
+
+def test_every_skypilot_job_state_is_mapped(sky: str) -> None:
+    """Each managed-job and cluster-job status SkyPilot can report (WINDING_DOWN included) maps to one of ours."""
+    code = ("import json; from sky.jobs.state import ManagedJobStatus; from sky.skylet.job_lib import JobStatus; "
+            "print(json.dumps([s.value for s in ManagedJobStatus] + [s.value for s in JobStatus]))")
+    proc = subprocess.run([sky, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    names = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "WINDING_DOWN" in names
+    assert [n for n in names if map_state(n) == State.UNKNOWN] == []
