@@ -10,7 +10,8 @@ from pydantic import Field, field_validator
 from mudpuppy.launcher.config.schema.base import Section
 
 BackendName = Literal["local", "ssh", "slurm", "ray", "skypilot", "modal"]
-_GPU_SPEC = re.compile(r"^(?:(?P<kind>[A-Za-z][A-Za-z0-9_.-]*)(?::(?P<count>\d+))?|(?P<bare>\d+))$")
+# a kind may end in ! or + (Modal: H100! = exactly H100, B200+ = B200 or better)
+_GPU_SPEC = re.compile(r"^(?:(?P<kind>[A-Za-z][A-Za-z0-9_.-]*[!+]?)(?::(?P<count>\d+))?|(?P<bare>\d+))$")
 _SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
