@@ -376,7 +376,9 @@ class SkyPilotBackend(Backend):
             proc.wait(timeout=30)
 
     def cancel(self, handle: Handle) -> None:
-        call_driver(sky_python(self.launch), "cancel", _ref(handle), timeout=300)
+        """Cancel the job; an unmanaged cluster is torn down too unless ``cancel --keep``."""
+        call_driver(sky_python(self.launch), "cancel", {**_ref(handle), "down": not self.keep_resources},
+                    timeout=900)
 
     def output_location(self, plan: Plan, output_dir: str) -> str:
         volume = volume_url(self.launch, plan.run_id)

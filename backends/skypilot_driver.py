@@ -7,7 +7,8 @@ the training environment). Commands:
 
 validate  {"tasks": [task, ...]} -> each parsed with ``sky.Task.from_yaml_config`` and dumped back
 launch    {"task", "managed", "cluster", "idle_minutes_to_autostop", "secrets": [names]} -> {"job_id"}
-status / logs / cancel   {"managed", "cluster", "job_id"}
+status / logs   {"managed", "cluster", "job_id"}
+cancel   {"managed", "cluster", "job_id", "down"}: ``down`` also tears an unmanaged cluster down
 
 Launch checks, before anything is created: the task parses, the requested cloud is enabled (``sky check``
 has credentials for it), and every secret is set. Secret values come from this process's environment and are
@@ -153,11 +154,13 @@ def cancel(payload: dict[str, Any]) -> dict[str, Any]:
     import sky.jobs
 
     job_id = int(payload["job_id"])
-    if payload["managed"]:
+    if payload["managed"]:  # the jobs controller tears the job's cluster down itself
         sky.get(sky.jobs.cancel(job_ids=[job_id]))
-    else:
-        sky.get(sky.cancel(payload["cluster"], job_ids=[job_id]))
-    return {"cancelled": job_id}
+        return {"cancelled": job_id}
+    sky.get(sky.cancel(payload["cluster"], job_ids=[job_id]))
+    if payload.get("down", True):
+        sky.get(sky.down(payload["cluster"]))
+    return {"cancelled": job_id, "down": bool(payload.get("down", True))}
 
 
 def _name(value: Any) -> str | None:

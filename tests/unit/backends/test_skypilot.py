@@ -458,3 +458,65 @@ def test_every_skypilot_job_state_is_mapped(sky: str) -> None:
     names = json.loads(proc.stdout.strip().splitlines()[-1])
     assert "WINDING_DOWN" in names
     assert [n for n in names if map_state(n) == State.UNKNOWN] == []
+
+
+_CANCEL = textwrap.dedent("""
+    import io, json, runpy, sys
+    import sky, sky.jobs
+    calls = []
+    sky.cancel = lambda cluster, job_ids=None, **kw: calls.append(["cancel", cluster, job_ids]) or "r1"
+    sky.down = lambda cluster, **kw: calls.append(["down", cluster]) or "r2"
+    sky.jobs.cancel = lambda job_ids=None, **kw: calls.append(["jobs.cancel", job_ids]) or "r3"
+    sky.get = lambda req: calls.append(["get", req])
+    sys.argv, sys.stdin, out = [sys.argv[1], "cancel"], io.StringIO(sys.stdin.read()), sys.stdout
+    sys.stdout = io.StringIO()
+    try:
+        runpy.run_path(sys.argv[0], run_name="__main__")
+    except SystemExit:
+        pass
+    out.write(json.dumps(calls) + "\\n")
+""")
+
+
+@pytest.mark.parametrize(("keep", "managed", "expected"), [
+    (False, False, [["cancel", "mudpuppy-r1", [3]], ["get", "r1"], ["down", "mudpuppy-r1"], ["get", "r2"]]),
+    (True, False, [["cancel", "mudpuppy-r1", [3]], ["get", "r1"]]),
+    (False, True, [["jobs.cancel", [3]], ["get", "r3"]]),
+])
+def test_cancel_tears_the_cluster_down_unless_kept(sky: str, monkeypatch: pytest.MonkeyPatch, keep: bool,
+                                                   managed: bool, expected: list[Any]) -> None:
+    """``mudpuppy cancel`` reaches SkyPilot's cancel and down (``--keep`` skips down) through the real driver."""
+    import mudpuppy.backends.skypilot as skypilot
+
+    seen: list[dict[str, Any]] = []
+
+    def driver(python: str, command: str, payload: dict[str, Any], **kw: Any) -> dict[str, Any]:
+        seen.append(payload)
+        return {}
+
+    monkeypatch.setattr(skypilot, "call_driver", driver)
+    monkeypatch.setenv("MUDPUPPY_SKYPILOT_PYTHON", sky)
+    backend = SkyPilotBackend(LaunchSection.model_validate({"backend": "skypilot"}))
+    backend.keep_resources = keep
+    backend.cancel(Handle("skypilot", "managed" if managed else "mudpuppy-r1", "3"))
+    proc = subprocess.run([sky, "-c", _CANCEL, str(DRIVER)], input=json.dumps(seen[0]), capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == expected
+
+
+def test_cancel_keep_flag_reaches_the_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from mudpuppy.launcher import dispatch
+    from mudpuppy.launcher.cli.cancel_cmd import cancel
+    from mudpuppy.launcher.registry import Registry
+
+    got: list[bool] = []
+    monkeypatch.setattr(Registry, "__init__", lambda self, *a, **k: None)
+    monkeypatch.setattr(Registry, "get", lambda self, run: run, raising=False)
+    monkeypatch.setattr(dispatch, "cancel", lambda record, registry, keep=False: got.append(keep) or
+                        type("R", (), {"id": record})())
+    assert CliRunner().invoke(cancel, ["r1", "--keep"]).exit_code == 0
+    assert CliRunner().invoke(cancel, ["r1"]).exit_code == 0
+    assert got == [True, False]
