@@ -53,6 +53,7 @@ MATRIX: dict[str, dict[str, Any]] = {
         "skypilot": {"cloud": "gcp", "spot_fallback": False, "recovery_strategy": "FAILOVER",
                      "max_restarts_on_errors": 1, "image_id": "docker:nvcr.io/nvidia/pytorch:25.01-py3"},
     },
+    "user_container": {"gpus": "A100:1", "image": "nvcr.io/nvidia/pytorch:25.01-py3"},
     "unmanaged_named_cluster": {
         "gpus": "L4:1", "skypilot": {"cluster": "dev-box", "zone": "us-central1-a", "idle_minutes_to_autostop": 30,
                                      "master_port": 29600},
@@ -97,6 +98,9 @@ def test_render_facts() -> None:
     assert "--nproc-per-node=8" in task["run"] and "--nnodes=2" in task["run"]
     assert "job_recovery" not in rendered("unmanaged_named_cluster")["resources"]
     assert rendered("spot_no_fallback_gcs_volume")["envs"]["MUDPUPPY_VOLUME"] == "gs://team-bucket/runs"
+    container = rendered("user_container")
+    assert container["resources"]["image_id"] == "docker:nvcr.io/nvidia/pytorch:25.01-py3"
+    assert "--system-site-packages" in container["setup"] and "torch==" not in container["setup"]
 
 
 def _render(options: dict[str, Any]) -> dict[str, Any]:
