@@ -53,7 +53,9 @@ DRIVER = Path(__file__).with_name("skypilot_driver.py")
 REMOTE_ROOT = "~/mudpuppy"
 BUNDLE_MOUNT = "/mudpuppy/bundles"
 AUTODOWN_MINUTES = 10  # an unmanaged cluster is torn down this long after its job ends, unless set otherwise
-VOLUME_SCHEMES = ("s3", "gs")  # what the runtime's volume sync can write to
+VOLUME_SCHEMES = ("s3", "gs")
+LAUNCH_WAIT_S = 1800  # how long submit waits for provisioning; after that the run is tracked by its request id
+REQUEST_PREFIX = "req-"  # what the runtime's volume sync can write to
 # SkyPilot's cloud names (sky check); validated here so a typo fails before anything is created.
 CLOUDS = ("aws", "azure", "cudo", "do", "fluidstack", "gcp", "hyperbolic", "ibm", "kubernetes", "lambda", "mithril",
           "nebius", "oci", "paperspace", "primeintellect", "runpod", "scp", "seeweb", "shadeform", "slurm", "ssh",
@@ -369,7 +371,15 @@ class SkyPilotBackend(Backend):
             "idle_minutes_to_autostop": plan.extra["idle_minutes_to_autostop"],
             "secrets": list(plan.secrets),  # names: the driver reads the values from its environment
         }
-        result = call_driver(python, "launch", payload)
+        try:
+            result = call_driver(python, "launch", payload, timeout=LAUNCH_WAIT_S)
+        except subprocess.TimeoutExpired as exc:
+            # SkyPilot's API server carries on provisioning; the request id finds the job later
+            request = _request_id(exc.stdout)
+            if request is None:
+                raise UserError(f"SkyPilot did not answer within {LAUNCH_WAIT_S // 60} minutes",
+                                hint="see `sky api status` and `sky status`; cancel what it started") from None
+            return Handle(self.name, plan.session, f"{REQUEST_PREFIX}{request}")
         return Handle(self.name, plan.session, str(result["job_id"]))
 
     def status(self, handle: Handle) -> RunStatus:
@@ -407,4 +417,20 @@ class SkyPilotBackend(Backend):
 
 def _ref(handle: Handle) -> dict[str, Any]:
     managed = handle.session == "managed"
-    return {"managed": managed, "cluster": None if managed else handle.session, "job_id": int(handle.id)}
+    ref: dict[str, Any] = {"managed": managed, "cluster": None if managed else handle.session}
+    if handle.id.startswith(REQUEST_PREFIX):
+        return {**ref, "request_id": handle.id.removeprefix(REQUEST_PREFIX), "job_id": None}
+    return {**ref, "job_id": int(handle.id)}
+
+
+def _request_id(stdout: str | bytes | None) -> str | None:
+    text = stdout.decode(errors="replace") if isinstance(stdout, bytes) else (stdout or "")
+    for line in reversed(text.splitlines()):
+        if line.startswith("{"):
+            try:
+                request = json.loads(line).get("request_id")
+            except ValueError:
+                continue
+            if request:
+                return str(request)
+    return None

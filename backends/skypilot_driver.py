@@ -103,23 +103,54 @@ def launch(payload: dict[str, Any]) -> dict[str, Any]:
     task = _task(payload["task"], {name: os.environ[name] for name in payload.get("secrets", [])})
     _check_cloud(task)
     if payload["managed"]:
-        job_ids, _handle = sky.stream_and_get(sky.jobs.launch(task, name=task.name))
-        job_id = job_ids[0] if isinstance(job_ids, list) else job_ids
+        request = sky.jobs.launch(task, name=task.name)
     else:
-        job_id, _handle = sky.stream_and_get(sky.launch(
+        request = sky.launch(
             task, cluster_name=payload["cluster"], idle_minutes_to_autostop=payload.get("idle_minutes_to_autostop"),
             down=payload.get("idle_minutes_to_autostop") is not None,
-        ))
+        )
+    # the launch goes on in SkyPilot's API server if we are stopped while it provisions: say how to find it first
+    print(json.dumps({"request_id": str(request)}), flush=True)
+    job_id = _job_id(sky.stream_and_get(request))
     if job_id is None:
         raise Problem("SkyPilot returned no job id")
     return {"job_id": int(job_id)}
+
+
+def _job_id(result: Any) -> int | None:
+    """``(job_id, handle)`` from a launch, ``([job_id], handle)`` from a managed launch."""
+    job_id = result[0] if isinstance(result, tuple | list) else result
+    job_id = job_id[0] if isinstance(job_id, list) and job_id else job_id
+    return None if job_id is None or job_id == [] else int(job_id)
+
+
+def _resolve(payload: dict[str, Any]) -> tuple[int | None, dict[str, Any] | None]:
+    """The job id; for a launch we stopped waiting for (handle id ``req-REQUEST``), ask SkyPilot's API server
+    how that request ended. Returns (job id, None) or (None, a status answer while it is unresolved)."""
+    request = payload.get("request_id")
+    if not request:
+        return int(payload["job_id"]), None
+    import sky
+
+    records = sky.api_status([request])
+    state = _name(getattr(records[0], "status", None)) if records else None
+    state = (state or "").upper()
+    if state in ("PENDING", "RUNNING"):
+        return None, {"status": "STARTING", "reason": f"SkyPilot is still launching (request {request})"}
+    if state != "SUCCEEDED":
+        return None, {"status": "FAILED_PRECHECKS" if not records else "FAILED",
+                      "reason": f"SkyPilot launch request {request} {state.lower() or 'is unknown'}"}
+    return _job_id(sky.get(request)), None
 
 
 def status(payload: dict[str, Any]) -> dict[str, Any]:
     import sky
     import sky.jobs
 
-    job_id = int(payload["job_id"])
+    resolved, answer = _resolve(payload)
+    if resolved is None:
+        return answer or {"status": None, "reason": "SkyPilot returned no job id"}
+    job_id = resolved
     if payload["managed"]:
         records = sky.get(sky.jobs.queue(refresh=False, skip_finished=False, job_ids=[job_id]))
         if isinstance(records, tuple):
@@ -140,7 +171,11 @@ def logs(payload: dict[str, Any]) -> dict[str, Any]:
     import sky
     import sky.jobs
 
-    job_id, follow = int(payload["job_id"]), bool(payload.get("follow"))
+    resolved, answer = _resolve(payload)
+    if resolved is None:
+        print((answer or {}).get("reason", "no job yet"), flush=True)
+        return {}
+    job_id, follow = resolved, bool(payload.get("follow"))
     if payload["managed"]:
         sky.jobs.tail_logs(job_id=job_id, follow=follow, output_stream=sys.stdout)
     else:
@@ -153,11 +188,17 @@ def cancel(payload: dict[str, Any]) -> dict[str, Any]:
     import sky
     import sky.jobs
 
-    job_id = int(payload["job_id"])
+    resolved, _answer = _resolve(payload)
+    if resolved is None and payload.get("request_id"):
+        sky.get(sky.api_cancel(payload["request_id"]))  # stop a launch that is still provisioning
+    job_id = resolved
     if payload["managed"]:  # the jobs controller tears the job's cluster down itself
+        if job_id is None:
+            return {"cancelled": None}
         sky.get(sky.jobs.cancel(job_ids=[job_id]))
         return {"cancelled": job_id}
-    sky.get(sky.cancel(payload["cluster"], job_ids=[job_id]))
+    if job_id is not None:
+        sky.get(sky.cancel(payload["cluster"], job_ids=[job_id]))
     if payload.get("down", True):
         sky.get(sky.down(payload["cluster"]))
     return {"cancelled": job_id, "down": bool(payload.get("down", True))}

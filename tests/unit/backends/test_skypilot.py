@@ -524,3 +524,50 @@ def test_cancel_keep_flag_reaches_the_backend(monkeypatch: pytest.MonkeyPatch) -
     assert CliRunner().invoke(cancel, ["r1", "--keep"]).exit_code == 0
     assert CliRunner().invoke(cancel, ["r1"]).exit_code == 0
     assert got == [True, False]
+
+
+def test_a_launch_past_the_wait_keeps_its_handle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Provisioning that outlasts the wait leaves a handle naming SkyPilot's request, not a lost launch."""
+    import mudpuppy.backends.skypilot as skypilot
+
+    slow = tmp_path / "sky-python"
+    slow.write_text('#!/bin/bash\ncat > /dev/null\necho \'{"request_id": "4f1c-launch"}\'\nexec sleep 60\n')
+    slow.chmod(0o755)
+    monkeypatch.setenv("MUDPUPPY_SKYPILOT_PYTHON", str(slow))
+    monkeypatch.setattr(skypilot, "LAUNCH_WAIT_S", 2)
+    plan = _plan("unmanaged_named_cluster", tmp_path)
+    handle = SkyPilotBackend(launch("unmanaged_named_cluster")).submit(plan)
+    assert handle == Handle("skypilot", "dev-box", "req-4f1c-launch")
+    assert Handle.parse(str(handle)) == handle
+    assert skypilot._ref(handle) == {"managed": False, "cluster": "dev-box", "request_id": "4f1c-launch",
+                                     "job_id": None}
+
+
+_STATUS = textwrap.dedent("""
+    import io, json, runpy, sys, types
+    import sky
+    state = sys.argv[2]
+    sky.api_status = lambda ids: [types.SimpleNamespace(status=state)] if state != "GONE" else []
+    sky.get = lambda req: (5, None) if req == "4f1c-launch" else req
+    sky.job_status = lambda cluster, job_ids: {job_ids[0]: "JobStatus.RUNNING"}
+    sys.argv, sys.stdin, out = [sys.argv[1], "status"], io.StringIO(sys.stdin.read()), sys.stdout
+    sys.stdout = io.StringIO()
+    try:
+        runpy.run_path(sys.argv[0], run_name="__main__")
+    except SystemExit:
+        pass
+    out.write(sys.stdout.getvalue().strip().splitlines()[-1] + "\\n")
+""")
+
+
+@pytest.mark.parametrize(("request_state", "state"), [
+    ("RequestStatus.RUNNING", State.PENDING), ("SUCCEEDED", State.RUNNING), ("FAILED", State.FAILED),
+    ("GONE", State.FAILED),
+])
+def test_status_resolves_a_launch_request(sky: str, request_state: str, state: State) -> None:
+    payload = {"managed": False, "cluster": "dev-box", "request_id": "4f1c-launch", "job_id": None}
+    proc = subprocess.run([sky, "-c", _STATUS, str(DRIVER), request_state], input=json.dumps(payload),
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert map_state(result["status"]) == state, result
