@@ -331,3 +331,37 @@ def test_status_mapping(outcome: Any, state: State) -> None:
     assert status.state == state
     if state == State.SUCCEEDED:
         assert status.attempts == 3
+
+
+@pytest.mark.timeout(120)
+def test_ipv6_cluster_address_rendezvouses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Modal's ``container_ips()`` gives IPv6 addresses: the one the function body hands to node_entry as the
+    master address (unbracketed, as torch's rendezvous parser and TCPStore take it) joins two nodes."""
+    import socket
+    import subprocess
+
+    class Cluster:
+        @staticmethod
+        def from_context() -> Any:
+            return Cluster()
+
+        def container_rank(self) -> int:
+            return 1
+
+        def container_ips(self) -> list[str]:
+            return ["::1", "::2"]
+
+    monkeypatch.setattr(modal, "Cluster", Cluster)
+    rank, head = modal_app._cluster_position()
+    assert (rank, head) == (1, "::1")
+    with socket.socket(socket.AF_INET6) as probe:
+        probe.bind(("::1", 0))
+        port = probe.getsockname()[1]
+    out = tmp_path / "sum"
+    env = {**os.environ, "PYTHONPATH": str(ROOT.parent) + os.pathsep + str(ROOT), "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-m", "mudpuppy.launcher.node_entry", "--nnodes=2",
+                               "--nproc-per-node=1", f"--node-rank={r}", f"--master-addr={head}",
+                               f"--master-port={port}", "--module=tests.infra.allreduce_probe", str(out)],
+                              env=env, cwd=ROOT) for r in (0, 1)]
+    assert [p.wait(timeout=100) for p in procs] == [0, 0]
+    assert sorted(p.read_text() for p in tmp_path.glob("sum.*")) == ["3 ::1", "3 ::1"]
