@@ -113,11 +113,16 @@ class SkyPilotOptions(Section):
     spot_fallback: bool = Field(True, description="With spot, fall back to on-demand (any_of) when none is free.")
     cluster: str | None = Field(None, description="Cluster name for unmanaged launches; default: mudpuppy-RUN.")
     bucket: str | None = Field(
-        None, description="Bucket (s3://b/prefix, gs://...) mounted MOUNT_CACHED at /checkpoints for the outputs."
+        None, description="Bucket (s3://b/prefix or gs://...) the runtime syncs checkpoints and outputs to (runs/RUN); "
+        "spot/managed runs need it (or an s3/gs launch.volume)."
     )
     recovery_strategy: Literal["EAGER_NEXT_REGION", "FAILOVER"] = "EAGER_NEXT_REGION"
-    max_restarts_on_errors: int | None = Field(None, ge=0, description="Managed-job restarts; default: retries.")
-    idle_minutes_to_autostop: int | None = Field(None, ge=0)
+    max_restarts_on_errors: int | None = Field(
+        None, ge=0, description="Managed-job restarts (crashes and preemptions together); default: retries."
+    )
+    idle_minutes_to_autostop: int | None = Field(
+        None, ge=0, description="Unmanaged clusters are torn down this long after the job ends; default: 10."
+    )
     python: str | None = Field(
         None, description="Interpreter of the environment SkyPilot is installed in; default: $MUDPUPPY_SKYPILOT_PYTHON "
         "or the one behind `sky` on PATH."

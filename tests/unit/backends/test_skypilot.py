@@ -394,29 +394,32 @@ _RECOVERY = textwrap.dedent("""
     import sky
     from sky import backends
     from sky.jobs import recovery_strategy
-    task_config, codes, home, volume = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3], sys.argv[4]
-    run = task_config["run"]
-    task = sky.Task.from_yaml_config(json.loads(sys.argv[1]))  # it pops keys from the dict it is given
-    executor = recovery_strategy.StrategyExecutor.make(
-        "c", backends.CloudVmRayBackend(), task, 1, 0, None, set(), asyncio.Lock(), asyncio.Condition())
-    env = {**os.environ, **task_config["envs"], "HOME": home, "MUDPUPPY_VOLUME": volume, "SKYPILOT_NODE_RANK": "0",
-           "SKYPILOT_NODE_IPS": "127.0.0.1", "SKYPILOT_NUM_NODES": "1"}
-    starts, exits, outcome = 0, [], None
-    for _ in range(20):
-        proc = subprocess.run(["bash", "-c", run], env=env, capture_output=True, text=True)
-        ran = int(open(os.path.join(home, "ran")).read()) if os.path.exists(os.path.join(home, "ran")) else 0
-        if ran > starts:
-            starts = ran
-            if codes[ran - 1] == "preempt":
-                continue  # the VM vanished: SkyPilot recovers it whatever the job would have said
-        exits.append(proc.returncode)
-        if proc.returncode == 0:
-            outcome = "SUCCEEDED"
-            break
-        if not executor.should_restart_on_failure(exit_codes=[proc.returncode]):
-            outcome = "FAILED"
-            break
-    print(json.dumps({"outcome": outcome, "node_runs": starts, "exits": exits}))
+    task_config, cases = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+    results = []
+    for case in cases:
+        codes, home, volume = case["codes"], case["home"], case["volume"]
+        task = sky.Task.from_yaml_config(json.loads(sys.argv[1]))  # it pops keys from the dict it is given
+        executor = recovery_strategy.StrategyExecutor.make(
+            "c", backends.CloudVmRayBackend(), task, 1, 0, None, set(), asyncio.Lock(), asyncio.Condition())
+        env = {**os.environ, **task_config["envs"], "HOME": home, "MUDPUPPY_VOLUME": volume,
+               "SKYPILOT_NODE_RANK": "0", "SKYPILOT_NODE_IPS": "127.0.0.1", "SKYPILOT_NUM_NODES": "1"}
+        starts, exits, outcome = 0, [], None
+        for _ in range(20):
+            proc = subprocess.run(["bash", "-c", task_config["run"]], env=env, capture_output=True, text=True)
+            ran = int(open(os.path.join(home, "ran")).read()) if os.path.exists(os.path.join(home, "ran")) else 0
+            if ran > starts:
+                starts = ran
+                if codes[ran - 1] == "preempt":
+                    continue  # the VM vanished: SkyPilot recovers it whatever the job would have said
+            exits.append(proc.returncode)
+            if proc.returncode == 0:
+                outcome = "SUCCEEDED"
+                break
+            if not executor.should_restart_on_failure(exit_codes=[proc.returncode]):
+                outcome = "FAILED"
+                break
+        results.append({"outcome": outcome, "node_runs": starts, "exits": exits})
+    print(json.dumps(results))
 """)
 
 _FAKE_NODE = """#!/bin/bash
@@ -428,29 +431,34 @@ exit "$code"
 """
 
 
-@pytest.mark.timeout(300)
-@pytest.mark.parametrize(("codes", "outcome", "node_runs", "exits"), [
+RECOVERY_CASES: list[tuple[list[Any], str, int, list[int]]] = [
+    # node exit codes per attempt -> outcome, node runs, exit codes SkyPilot saw (launch.retries = 2)
     ([2, 0], "FAILED", 1, [2]),                     # a user error is never retried
     ([1, 0], "SUCCEEDED", 2, [75, 0]),              # a crash is retried
-    ([75, 75, 75, 75], "FAILED", 3, [75, 75, 1]),   # retries=2: three attempts, then failed
+    ([75, 75, 75, 75], "FAILED", 3, [75, 75, 1]),   # three attempts, then failed
     ([1, 75, 139, 0], "FAILED", 3, [75, 75, 139]),  # crashes and preemptions share the budget
     (["preempt", "preempt", "preempt", 0], "FAILED", 3, [1]),  # lost VMs count too (the 4th start refuses)
-])
-def test_retry_budget_through_skypilot_recovery(sky: str, tmp_path: Path, codes: list[Any], outcome: str,
-                                                node_runs: int, exits: list[int]) -> None:
+]
+
+
+@pytest.mark.timeout(300)
+def test_retry_budget_through_skypilot_recovery(sky: str, tmp_path: Path) -> None:
     import sys
 
     task = _render({"spot": True, "retries": 2, "skypilot": {"bucket": "s3://ckpt/runs"}})
-    home = tmp_path / "home"
-    fake = home / "mudpuppy" / "venvs" / DIGEST[:16] / "bin" / "python"
-    fake.parent.mkdir(parents=True)
-    fake.write_text(_FAKE_NODE.format(python=sys.executable, codes=json.dumps(codes)))
-    fake.chmod(0o755)
-    proc = subprocess.run([sky, "-c", _RECOVERY, json.dumps(task), json.dumps(codes), str(home),
-                           f"file://{tmp_path / 'volume'}"], capture_output=True, text=True, timeout=240, check=False)
+    cases = []
+    for n, (codes, *_expected) in enumerate(RECOVERY_CASES):
+        home = tmp_path / f"home{n}"
+        fake = home / "mudpuppy" / "venvs" / DIGEST[:16] / "bin" / "python"
+        fake.parent.mkdir(parents=True)
+        fake.write_text(_FAKE_NODE.format(python=sys.executable, codes=json.dumps(codes)))
+        fake.chmod(0o755)
+        cases.append({"codes": codes, "home": str(home), "volume": f"file://{tmp_path / f'volume{n}'}"})
+    proc = subprocess.run([sky, "-c", _RECOVERY, json.dumps(task), json.dumps(cases)], capture_output=True,
+                          text=True, timeout=280, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert got == {"outcome": outcome, "node_runs": node_runs, "exits": exits}
+    assert got == [{"outcome": o, "node_runs": r, "exits": e} for _c, o, r, e in RECOVERY_CASES]
 
 
 def test_every_skypilot_job_state_is_mapped(sky: str) -> None:
@@ -546,28 +554,29 @@ def test_a_launch_past_the_wait_keeps_its_handle(tmp_path: Path, monkeypatch: py
 _STATUS = textwrap.dedent("""
     import io, json, runpy, sys, types
     import sky
-    state = sys.argv[2]
-    sky.api_status = lambda ids: [types.SimpleNamespace(status=state)] if state != "GONE" else []
-    sky.get = lambda req: (5, None) if req == "4f1c-launch" else req
-    sky.job_status = lambda cluster, job_ids: {job_ids[0]: "JobStatus.RUNNING"}
-    sys.argv, sys.stdin, out = [sys.argv[1], "status"], io.StringIO(sys.stdin.read()), sys.stdout
-    sys.stdout = io.StringIO()
-    try:
-        runpy.run_path(sys.argv[0], run_name="__main__")
-    except SystemExit:
-        pass
-    out.write(sys.stdout.getvalue().strip().splitlines()[-1] + "\\n")
+    answers, payload, driver = [], sys.stdin.read(), sys.argv[1]
+    for state in json.loads(sys.argv[2]):
+        sky.api_status = lambda ids, state=state: [types.SimpleNamespace(status=state)] if state != "GONE" else []
+        sky.get = lambda req: (5, None) if req == "4f1c-launch" else req
+        sky.job_status = lambda cluster, job_ids: {job_ids[0]: "JobStatus.RUNNING"}
+        sys.argv, sys.stdin, out = [driver, "status"], io.StringIO(payload), sys.stdout
+        sys.stdout = io.StringIO()
+        try:
+            runpy.run_path(sys.argv[0], run_name="__main__")
+        except SystemExit:
+            pass
+        answers.append(json.loads(sys.stdout.getvalue().strip().splitlines()[-1]))
+        sys.stdout = out
+    print(json.dumps(answers))
 """)
 
 
-@pytest.mark.parametrize(("request_state", "state"), [
-    ("RequestStatus.RUNNING", State.PENDING), ("SUCCEEDED", State.RUNNING), ("FAILED", State.FAILED),
-    ("GONE", State.FAILED),
-])
-def test_status_resolves_a_launch_request(sky: str, request_state: str, state: State) -> None:
+def test_status_resolves_a_launch_request(sky: str) -> None:
+    cases = {"RequestStatus.RUNNING": State.PENDING, "SUCCEEDED": State.RUNNING, "FAILED": State.FAILED,
+             "GONE": State.FAILED}
     payload = {"managed": False, "cluster": "dev-box", "request_id": "4f1c-launch", "job_id": None}
-    proc = subprocess.run([sky, "-c", _STATUS, str(DRIVER), request_state], input=json.dumps(payload),
+    proc = subprocess.run([sky, "-c", _STATUS, str(DRIVER), json.dumps(list(cases))], input=json.dumps(payload),
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert map_state(result["status"]) == state, result
+    answers = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert [map_state(a["status"]) for a in answers] == list(cases.values()), answers
