@@ -369,6 +369,7 @@ class SkyPilotBackend(Backend):
         payload = {
             "task": plan.extra["task"], "managed": plan.extra["managed"], "cluster": plan.extra["cluster"],
             "idle_minutes_to_autostop": plan.extra["idle_minutes_to_autostop"],
+            "down_on_failure": not self.launch.skypilot.cluster,  # made for this run: no use once it failed
             "secrets": list(plan.secrets),  # names: the driver reads the values from its environment
         }
         try:

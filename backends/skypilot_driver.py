@@ -6,7 +6,8 @@ imported, so this file works in an environment without mudpuppy (SkyPilot's ``cl
 the training environment). Commands:
 
 validate  {"tasks": [task, ...]} -> each parsed with ``sky.Task.from_yaml_config`` and dumped back
-launch    {"task", "managed", "cluster", "idle_minutes_to_autostop", "secrets": [names]} -> {"job_id"}
+launch    {"task", "managed", "cluster", "idle_minutes_to_autostop", "down_on_failure", "secrets": [names]}
+          -> {"request_id"} as soon as SkyPilot accepts it, then {"job_id"}
 status / logs   {"managed", "cluster", "job_id"}
 cancel   {"managed", "cluster", "job_id", "down"}: ``down`` also tears an unmanaged cluster down
 
@@ -111,7 +112,14 @@ def launch(payload: dict[str, Any]) -> dict[str, Any]:
         )
     # the launch goes on in SkyPilot's API server if we are stopped while it provisions: say how to find it first
     print(json.dumps({"request_id": str(request)}), flush=True)
-    job_id = _job_id(sky.stream_and_get(request))
+    try:
+        job_id = _job_id(sky.stream_and_get(request))
+    except Exception as exc:  # provisioning or setup failed: a cluster made for this run goes, not a named one
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        if not payload["managed"] and payload.get("down_on_failure"):
+            sky.get(sky.down(payload["cluster"]))
+            raise Problem(f"launch failed and cluster {payload['cluster']} was torn down: {first}") from None
+        raise Problem(f"launch failed: {first}", hint="see `sky status` and `sky logs`") from None
     if job_id is None:
         raise Problem("SkyPilot returned no job id")
     return {"job_id": int(job_id)}

@@ -219,7 +219,7 @@ def test_every_rendered_task_parses_and_round_trips(sky: str) -> None:
 # way the server does, and handed to SkyPilot's own ``execution.launch`` (admin policy, volumes, storage, managed
 # secret resolution) up to ``_execute_dag``, where a cloud would be needed.
 _HARNESS = textwrap.dedent("""
-    import io, json, runpy, sys
+    import io, json, os, runpy, sys
     import sky, sky.jobs
     from sky import execution
     from sky.client import sdk
@@ -258,7 +258,15 @@ _HARNESS = textwrap.dedent("""
         calls[-1]["cluster"] = cluster_name
         return "req-launch"
     sky.jobs.launch, sky.launch = jobs_launch, launch
-    sky.stream_and_get = lambda req, **kw: ([7], None) if req == "req-jobs" else (3, None)
+    def stream_and_get(req, **kw):
+        if os.environ.get("FAKE_LAUNCH_FAILS"):
+            raise RuntimeError("Failed to provision all possible launchable resources")
+        return ([7], None) if req == "req-jobs" else (3, None)
+    sky.stream_and_get = stream_and_get
+    def down(cluster, **kw):
+        calls.append({"fn": "down", "cluster": cluster})
+        return "req-down"
+    sky.down = down
     sys.argv, sys.stdin, out = [sys.argv[3], "launch"], io.StringIO(sys.stdin.read()), sys.stdout
     sys.stdout = io.StringIO()
     try:
@@ -288,7 +296,8 @@ def sky_home(tmp_path_factory: pytest.TempPathFactory) -> str:
 def _submit_with_fake_cloud(sky: str, plan: Any, enabled: list[str], env: dict[str, str],
                             home: str | None = None) -> dict[str, Any]:
     payload = {"task": plan.extra["task"], "managed": plan.extra["managed"], "cluster": plan.extra["cluster"],
-               "idle_minutes_to_autostop": plan.extra["idle_minutes_to_autostop"], "secrets": list(plan.secrets)}
+               "idle_minutes_to_autostop": plan.extra["idle_minutes_to_autostop"], "secrets": list(plan.secrets),
+               "down_on_failure": plan.extra["cluster"].startswith("mudpuppy-")}
     proc = subprocess.run([sky, "-c", _HARNESS, json.dumps(enabled), json.dumps(list(CLOUDS)), str(DRIVER)],
                           input=json.dumps(payload), capture_output=True, text=True, timeout=300,
                           env={**os.environ, **env, **({"HOME": home} if home else {})}, check=False)
@@ -366,6 +375,21 @@ def test_unmanaged_cluster_autodowns_by_default(sky: str, sky_home: str, tmp_pat
     assert call["autostop"] == [[AUTODOWN_MINUTES, True]]  # (idle minutes, down) on what SkyPilot provisions
     assert call["secret_values"] == {"HF_TOKEN": "hf_v"} and call["managed_refs"] == []
     assert "hf_v" not in call["shown"]
+
+
+@pytest.mark.parametrize(("options", "torn_down"), [({"gpus": "L4:1"}, True),
+                                                   ({"gpus": "L4:1", "skypilot": {"cluster": "dev-box"}}, False)])
+def test_failed_provisioning_tears_down_a_cluster_made_for_the_run(sky: str, sky_home: str, tmp_path: Path,
+                                                                  options: dict[str, Any], torn_down: bool) -> None:
+    plan = _plan(options, tmp_path)
+    got = _submit_with_fake_cloud(sky, plan, ["gcp"], {"FAKE_LAUNCH_FAILS": "1"}, sky_home)
+    downs = [c["cluster"] for c in got["calls"] if c["fn"] == "down"]
+    if torn_down:
+        assert downs == ["mudpuppy-20250101-000000-abcd"] and got["code"] == 3
+        assert "was torn down: Failed to provision" in json.loads(got["stdout"].strip().splitlines()[-1])["error"]
+    else:
+        assert downs == [] and got["code"] == 3  # the user's own cluster stays
+        assert "launch failed: Failed to provision" in json.loads(got["stdout"].strip().splitlines()[-1])["error"]
 
 
 @pytest.mark.parametrize(("enabled", "message"), [
