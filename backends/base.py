@@ -101,6 +101,7 @@ class RunStatus:
 class Backend(ABC):
     name: ClassVar[str]
     capabilities: ClassVar[Capabilities]
+    keep_resources: bool = False  # ``cancel --keep``: leave machines a backend created for the run up
 
     def __init__(self, launch: LaunchSection) -> None:
         self.launch = launch

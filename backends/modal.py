@@ -28,11 +28,15 @@ from mudpuppy.launcher.errors import UserError
 
 REMOTE_BUNDLE_DIR = "/mudpuppy/bundles"
 VOLUME_MOUNT = "/vol"
-# Modal GPU types and the most one container may ask for (modal.com/docs/guide/gpu).
+HF_CACHE = "hf-cache"  # HF_HOME, under the volume
+# Modal GPU types and the most one container may ask for (modal.com/docs/guide/gpu). A type may carry Modal's
+# suffix: ``H100!`` pins exactly H100 (no automatic upgrade to H200), ``B200+`` allows B200 or better.
 GPU_LIMITS = {
     "T4": 8, "L4": 8, "A10": 4, "A10G": 4, "L40S": 8, "A100": 8, "A100-40GB": 8, "A100-80GB": 8,
-    "H100": 8, "H200": 8, "B200": 8,
+    "RTX-PRO-6000": 8, "H100": 8, "H200": 8, "B200": 8,
 }
+SUFFIXES = {"H100": "!", "B200": "+"}  # the suffix Modal accepts on each type
+CLUSTER_GPUS = 8  # a clustered (multi-node) function takes every GPU of each host
 
 
 def modal_gpu(launch: LaunchSection) -> str | None:
@@ -41,14 +45,17 @@ def modal_gpu(launch: LaunchSection) -> str | None:
         return None
     if kind is None:
         raise UserError(f"launch.gpus {launch.gpus!r}: Modal needs the GPU type", hint="e.g. H100:8 or A10G")
-    limit = GPU_LIMITS.get(kind.upper())
-    if limit is None:
+    name = kind.upper()
+    base, suffix = (name[:-1], name[-1]) if name[-1] in "!+" else (name, "")
+    limit = GPU_LIMITS.get(base)
+    if limit is None or (suffix and SUFFIXES.get(base) != suffix):
+        known = list(GPU_LIMITS) + [k + v for k, v in SUFFIXES.items()]
         raise UserError(f"launch.gpus {launch.gpus!r}: Modal has no GPU type {kind!r}",
-                        hint="one of " + ", ".join(GPU_LIMITS))
+                        hint="one of " + ", ".join(known))
     if count > limit:
-        raise UserError(f"launch.gpus {launch.gpus!r}: a Modal container has at most {limit} {kind.upper()} GPUs",
-                        hint=f"use {kind.upper()}:{limit} and launch.nodes for more")
-    return f"{kind.upper()}:{count}"
+        raise UserError(f"launch.gpus {launch.gpus!r}: a Modal container has at most {limit} {base} GPUs",
+                        hint=f"use {base}:{limit} and launch.nodes for more")
+    return f"{name}:{count}"
 
 
 def _memory_mib(text: str) -> int:
@@ -68,13 +75,22 @@ def modal_spec(launch: LaunchSection, run_id: str, bundle: Bundle) -> dict[str, 
     if launch.nodes > 1 and gpu is None:
         raise UserError("launch.nodes > 1 on Modal needs GPUs (clustered functions are GPU-only)",
                         hint="set launch.gpus, e.g. H100:8")
+    if launch.nodes > 1 and launch.gpu_kind_and_count()[1] < CLUSTER_GPUS:
+        raise UserError(f"launch.gpus {launch.gpus!r} with launch.nodes {launch.nodes}: a clustered Modal function "
+                        f"takes all {CLUSTER_GPUS} GPUs of each host", hint=f"use {gpu.split(':')[0]}:{CLUSTER_GPUS}"
+                        if gpu else None)
+    if opts.nonpreemptible and gpu is not None:
+        raise UserError("launch.modal.nonpreemptible: Modal offers non-preemptible capacity only to CPU functions",
+                        hint="remove it (preempted GPU runs resume from their last checkpoint) or drop launch.gpus")
     remote_bundle = f"{REMOTE_BUNDLE_DIR}/{bundle.name}"
     mount = f"{VOLUME_MOUNT}/{opts.volume}"
     env = job_env(launch, run_id, f"{mount}/runs/{run_id}", remote_bundle)
+    # model/tokenizer downloads persist on the volume, so a retry does not fetch them again
+    env.setdefault("HF_HOME", f"{mount}/{HF_CACHE}")
     job = {
         "run_id": run_id, "bundle": remote_bundle, "env": env, "nodes": launch.nodes,
         "nproc": nproc_per_node(launch, opts.nproc_per_node), "master_port": opts.master_port,
-        "entrypoint": launch.entrypoint, "volume": opts.volume, "mount": mount,
+        "entrypoint": launch.entrypoint, "volume": opts.volume, "mount": mount, "environment": opts.environment,
     }
     return {
         "app_name": opts.app_name, "environment": opts.environment, "volume": opts.volume, "mount": mount,
@@ -120,11 +136,14 @@ class ModalBackend(Backend):
     def submit(self, plan: Plan) -> Handle:
         require_token()
         spec = plan.extra["spec"]
+        import modal
+
         from mudpuppy.backends.modal_app import build_app
 
         parts = build_app(spec)
         try:
-            with parts.app.run(detach=True, environment_name=spec.get("environment")):
+            # enable_output shows the image build (minutes on a first run) instead of a silent wait
+            with modal.enable_output(), parts.app.run(detach=True, environment_name=spec.get("environment")):
                 call = parts.function.spawn(spec["job"])
                 app_id = parts.app.app_id
         except Exception as exc:

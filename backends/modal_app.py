@@ -47,6 +47,9 @@ def build_image(spec: dict[str, Any]) -> Any:
     import modal
 
     image_spec = spec["image"]
+    # Modal writes env values as Dockerfile ENV lines: a newline would start a new instruction. Checked first.
+    for key, value in (image_spec.get("env") or {}).items():
+        require_safe(f"{key}={value}", f"launch.env.{key}")
     base = image_spec["base_image"]
     python = image_spec["python"]
     if base.startswith("python:"):
@@ -56,23 +59,35 @@ def build_image(spec: dict[str, Any]) -> Any:
     packages = [p for p in image_spec.get("packages", []) if not p.lower().startswith("mudpuppy")]
     if packages:
         image = image.uv_pip_install(*packages)
-    remote_bundle = spec["remote_bundle"]
-    image = image.add_local_file(spec["bundle_path"], remote_bundle, copy=True)
     if image_spec.get("wheel"):
-        image = image.run_commands(wheel_install_command(remote_bundle, image_spec["wheel"]))
+        # only the wheel goes into the image (same mudpuppy, same layer): the bundle changes every run
+        wheel = _extract_wheel(spec["bundle_path"], image_spec["wheel"])
+        remote_wheel = f"/mudpuppy/wheels/{wheel.name}"
+        image = image.add_local_file(str(wheel), remote_wheel, copy=True)
+        image = image.run_commands(wheel_install_command(remote_wheel))
     if image_spec.get("env"):
-        # Modal writes these as Dockerfile ENV lines: a newline would start a new instruction.
-        for key, value in image_spec["env"].items():
-            require_safe(f"{key}={value}", f"launch.env.{key}")
         image = image.env(dict(image_spec["env"]))
-    return image
+    # the bundle is attached when the container starts (copy=False: not an image layer, so no rebuild per run)
+    return image.add_local_file(spec["bundle_path"], spec["remote_bundle"], copy=False)
 
 
-def wheel_install_command(remote_bundle: str, wheel: str) -> str:
-    """The image build step that installs mudpuppy from the bundle's wheel (a shell command; values quoted)."""
-    q = shlex.quote
-    return (f"mkdir -p /tmp/mp && tar -xzf {q(remote_bundle)} -C /tmp/mp {q(wheel)} "
-            f"&& python -m pip install --no-deps {q('/tmp/mp/' + wheel)} && rm -rf /tmp/mp")
+def _extract_wheel(bundle_path: str, member: str) -> Path:
+    import tarfile
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="mudpuppy-wheel-"))
+    with tarfile.open(bundle_path, "r:gz") as tar:
+        source = tar.extractfile(member)
+        if source is None:
+            raise FileNotFoundError(f"{member} is not a file in {bundle_path}")
+        target = folder / Path(member).name
+        target.write_bytes(source.read())
+    return target
+
+
+def wheel_install_command(remote_wheel: str) -> str:
+    """The image build step that installs mudpuppy's wheel (a shell command: the path is quoted)."""
+    return f"python -m pip install --no-deps {shlex.quote(remote_wheel)}"
 
 
 def build_app(spec: dict[str, Any]) -> ModalParts:
@@ -115,10 +130,10 @@ def build_app(spec: dict[str, Any]) -> ModalParts:
 # ---------------------------------------------------------------- in the container
 
 
-def _volume_hooks(name: str) -> tuple[Callable[[], None], Callable[[], None]]:
+def _volume_hooks(name: str, environment: str | None = None) -> tuple[Callable[[], None], Callable[[], None]]:
     import modal
 
-    volume = modal.Volume.from_name(name)
+    volume = modal.Volume.from_name(name, environment_name=environment)
     return volume.commit, volume.reload
 
 
@@ -131,7 +146,7 @@ def _cluster_position() -> tuple[int, str]:
 
 def train_remote(job: dict[str, Any]) -> dict[str, Any]:
     """The Modal function: the mounted volume, its commit/reload, and (clustered) this container's rank."""
-    commit, reload = _volume_hooks(job["volume"])
+    commit, reload = _volume_hooks(job["volume"], job.get("environment"))
     position = _cluster_position() if job["nodes"] > 1 else (0, "127.0.0.1")
     return run_job(job, Path(job["mount"]), commit=commit, reload=reload, position=position)
 
@@ -159,22 +174,25 @@ def run_job(job: dict[str, Any], volume_root: Path, *, commit: Callable[[], None
     ]
     print(f"[mudpuppy] attempt {attempt} node {node_rank}/{job['nodes']}: outputs in {workdir}", flush=True)
     proc = subprocess.Popen(command, cwd=workdir, env=env)
-    watcher = _CheckpointCommitter(workdir, commit, poll_s) if node_rank == 0 else None
-    if watcher:
-        watcher.start()
+    # every node commits its own writes (a sharded checkpoint has files from each); the manifest is written last
+    watcher = _CheckpointCommitter(workdir, commit, poll_s, head=node_rank == 0)
+    watcher.start()
     try:
         code = proc.wait()
     finally:
         if proc.poll() is None:
             proc.terminate()
             proc.wait(timeout=60)
-        if watcher:
-            watcher.stop()
-        commit()  # everything written so far, including a preempted run's last checkpoint
+        watcher.stop()
+        final = commit_with_retries(commit)  # everything written so far, incl. a preempted run's last checkpoint
+        if final:
+            watcher.failures.append(final)
     result = {"exit_code": code, "workdir": str(workdir), "attempt": attempt,
-              "checkpoints_committed": watcher.committed if watcher else []}
+              "checkpoints_committed": watcher.committed, "commit_failures": watcher.failures}
+    for failure in watcher.failures:
+        print(f"[mudpuppy] volume commit failed: {failure}", file=sys.stderr, flush=True)
     if code in (EXIT_OK, EXIT_USER_ERROR):
-        return result
+        return result  # finished (or a user error): never a retry, even when the last commit failed
     if code == EXIT_REQUEUE:
         raise Requeue(f"preempted with a checkpoint saved (attempt {attempt}); Modal will retry")
     raise RuntimeError(f"the runtime exited {code} (attempt {attempt})")
@@ -189,21 +207,47 @@ def _next_attempt(workdir: Path) -> int:
     return count
 
 
-class _CheckpointCommitter:
-    """Commits the volume whenever a new checkpoint manifest appears (the manifest is written last)."""
+COMMIT_ATTEMPTS, COMMIT_DELAY_S = 5, 2.0  # 2+4+8+16 s of backoff before a commit counts as failed
 
-    def __init__(self, workdir: Path, commit: Callable[[], None], poll_s: float) -> None:
+
+def commit_with_retries(commit: Callable[[], None], attempts: int | None = None, delay_s: float | None = None,
+                        sleep: Callable[[float], None] | None = None) -> str | None:
+    """``Volume.commit()`` fails now and then (e.g. files open during a reload): try again with backoff.
+    Returns None when a commit went through, else the last error as one line."""
+    import time
+
+    attempts = COMMIT_ATTEMPTS if attempts is None else attempts
+    delay_s = COMMIT_DELAY_S if delay_s is None else delay_s
+    error = None
+    for attempt in range(attempts):
+        try:
+            commit()
+            return None
+        except Exception as exc:  # Modal raises its own errors; any of them is worth another try
+            error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            if attempt + 1 < attempts:
+                (sleep or time.sleep)(delay_s * 2**attempt)
+    return error
+
+
+class _CheckpointCommitter:
+    """Commits the volume whenever a new checkpoint manifest appears (the manifest is written last). A failed
+    commit is retried and reported; the watcher keeps going, and the checkpoint is committed again next time."""
+
+    def __init__(self, workdir: Path, commit: Callable[[], None], poll_s: float, head: bool = True) -> None:
+        # the head node writes manifests; another node sees only its own shards, so it commits on new checkpoints
+        self.pattern = "**/checkpoint-*/mudpuppy-manifest.json" if head else "**/checkpoint-*/*"
         self.workdir = workdir
         self.commit = commit
         self.poll_s = poll_s
         self.committed: list[str] = []
+        self.failures: list[str] = []
         self._seen = set(self._manifests())
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="mudpuppy-volume-commit", daemon=True)
 
     def _manifests(self) -> list[str]:
-        return sorted(str(p.parent.relative_to(self.workdir))
-                      for p in self.workdir.glob("**/checkpoint-*/mudpuppy-manifest.json"))
+        return sorted({str(p.parent.relative_to(self.workdir)) for p in self.workdir.glob(self.pattern)})
 
     def _loop(self) -> None:
         while not self._stop.wait(self.poll_s):
@@ -212,7 +256,10 @@ class _CheckpointCommitter:
     def scan(self) -> None:
         new = [m for m in self._manifests() if m not in self._seen]
         if new:
-            self.commit()
+            error = commit_with_retries(self.commit)
+            if error:
+                self.failures.append(error)
+                return  # not marked seen: the next scan commits them again
             self._seen.update(new)
             self.committed.extend(new)
 

@@ -7,11 +7,24 @@ SkyPilot pins ``click<8.2`` while current huggingface-hub needs a newer click, s
 training environment and is driven from its own (``launch.skypilot.python``, ``$MUDPUPPY_SKYPILOT_PYTHON``, or
 the interpreter behind ``sky`` on PATH).
 
-Recovery: managed jobs get ``job_recovery`` with ``recover_on_exit_codes: [75]`` (the runtime's "preempted,
-checkpoint saved" code) and ``max_restarts_on_errors``; outputs and checkpoints live in ``MOUNT_CACHED`` bucket
-storage at ``/checkpoints`` so a recovered job on a fresh VM resumes from them. With ``launch.spot`` the
-resources are ``any_of`` spot and on-demand (spot listed first; SkyPilot's optimizer picks the cheapest one
-available, so on-demand is used only when no spot capacity is found), unless ``spot_fallback`` is off.
+Checkpoints: a managed job needs somewhere that outlives its VM, so spot/managed runs without
+``launch.skypilot.bucket`` (or an ``s3://``/``gs://`` ``launch.volume``) are refused at plan time. The bucket is
+not mounted: SkyPilot's ``MOUNT_CACHED`` uploads asynchronously and in no fixed order (a manifest could land
+before the shards it lists), and ``MOUNT`` modes refuse a bucket sub-path. The runtime's own volume sync
+(``MUDPUPPY_VOLUME``) writes each checkpoint's files first and its manifest last, and restores the newest
+verified one on the recovered VM.
+
+Retries: SkyPilot recovers exit codes in ``recover_on_exit_codes`` without counting them and re-runs every other
+failure ``max_restarts_on_errors`` times, exit 2 included. So the task sets ``max_restarts_on_errors: 0`` and the
+run script decides: the head node counts attempts in a file on the volume (preemptions that kill the VM count
+too, since the count is taken at start); a user error (exit 2) is passed through and never retried; any other
+failure becomes exit 75 (recover) while ``launch.retries`` restarts remain, and a plain failure once they are
+spent. With ``launch.spot`` the resources are ``any_of`` spot and on-demand (spot listed first; SkyPilot's optimizer
+picks the cheapest one available, so on-demand is used only when no spot capacity is found), unless
+``spot_fallback`` is off.
+
+Clusters do not outlive their run: unmanaged launches autodown after ``idle_minutes_to_autostop`` (default
+``AUTODOWN_MINUTES``), and ``cancel`` tears the cluster down.
 """
 
 from __future__ import annotations
@@ -32,14 +45,17 @@ from mudpuppy.backends.base import Backend, Capabilities, Handle, Plan, RunStatu
 from mudpuppy.backends.command import job_env, node_command, nproc_per_node
 from mudpuppy.launcher.bundle import Bundle
 from mudpuppy.launcher.config.schema.launch import LaunchSection
-from mudpuppy.launcher.contract import EXIT_REQUEUE
+from mudpuppy.launcher.contract import ENV_ATTEMPT, ENV_VOLUME, EXIT_REQUEUE, EXIT_USER_ERROR
 from mudpuppy.launcher.errors import UserError
 from mudpuppy.launcher.image import venv_setup_script
 
 DRIVER = Path(__file__).with_name("skypilot_driver.py")
 REMOTE_ROOT = "~/mudpuppy"
 BUNDLE_MOUNT = "/mudpuppy/bundles"
-CHECKPOINT_MOUNT = "/checkpoints"
+AUTODOWN_MINUTES = 10  # an unmanaged cluster is torn down this long after its job ends, unless set otherwise
+VOLUME_SCHEMES = ("s3", "gs")
+LAUNCH_WAIT_S = 1800  # how long submit waits for provisioning; after that the run is tracked by its request id
+REQUEST_PREFIX = "req-"  # what the runtime's volume sync can write to
 # SkyPilot's cloud names (sky check); validated here so a typo fails before anything is created.
 CLOUDS = ("aws", "azure", "cudo", "do", "fluidstack", "gcp", "hyperbolic", "ibm", "kubernetes", "lambda", "mithril",
           "nebius", "oci", "paperspace", "primeintellect", "runpod", "scp", "seeweb", "shadeform", "slurm", "ssh",
@@ -50,6 +66,7 @@ STATES = {
     "PENDING": State.PENDING, "SUBMITTED": State.PENDING, "STARTING": State.PENDING, "INIT": State.PENDING,
     "SETTING_UP": State.PENDING, "RECOVERING": State.PENDING,
     "RUNNING": State.RUNNING, "CANCELLING": State.RUNNING,
+    "WINDING_DOWN": State.RUNNING,  # the job ended; SkyPilot is finishing its bookkeeping (final state follows)
     "SUCCEEDED": State.SUCCEEDED,
     "CANCELLED": State.CANCELLED,
     "FAILED": State.FAILED, "FAILED_SETUP": State.FAILED, "FAILED_PRECHECKS": State.FAILED,
@@ -72,6 +89,22 @@ def bucket(launch: LaunchSection) -> str | None:
     if launch.volume and launch.volume.split("://", 1)[0] in ("s3", "gs", "r2", "cos", "oci", "https"):
         return launch.volume.rstrip("/")
     return None
+
+
+def volume_url(launch: LaunchSection, run_id: str) -> str | None:
+    """Where the runtime syncs this run's checkpoints: ``launch.volume`` as written (like every backend), or the
+    run's own folder in ``launch.skypilot.bucket``. Only stores the runtime's volume sync can write are accepted."""
+    store = bucket(launch)
+    if store is None:
+        return None
+    key = "launch.skypilot.bucket" if launch.skypilot.bucket else "launch.volume"
+    scheme = store.split("://", 1)[0].lower()
+    if scheme not in VOLUME_SCHEMES or not store.split("://", 1)[1].strip("/"):
+        raise UserError(f"{key} {store!r}: checkpoints on SkyPilot go to an s3:// or gs:// bucket",
+                        hint="use s3://bucket/prefix or gs://bucket/prefix")
+    if launch.skypilot.bucket:
+        return f"{store}/runs/{run_id}"
+    return launch.volume
 
 
 def _memory(text: str) -> str:
@@ -98,6 +131,8 @@ def _resources(launch: LaunchSection) -> dict[str, Any]:
         value = getattr(opts, key)
         if value is not None:
             res[key] = value
+    if launch.image and "image_id" not in res:
+        res["image_id"] = f"docker:{launch.image}"  # the nodes run inside the user's container
     if launch.cpus:
         res["cpus"] = f"{launch.cpus}+"
     if launch.memory:
@@ -108,10 +143,10 @@ def _resources(launch: LaunchSection) -> dict[str, Any]:
         else:
             res["use_spot"] = True
     if is_managed(launch):
-        restarts = opts.max_restarts_on_errors if opts.max_restarts_on_errors is not None else launch.retries
+        # every retry decision is the run script's (it counts against launch.retries); SkyPilot only recovers 75
         res["job_recovery"] = {
             "strategy": opts.recovery_strategy,
-            "max_restarts_on_errors": restarts,
+            "max_restarts_on_errors": 0,
             "recover_on_exit_codes": [EXIT_REQUEUE],
         }
     return res
@@ -121,18 +156,28 @@ def render_task(launch: LaunchSection, run_id: str, bundle: Bundle | None, *, bu
                 image: dict[str, Any], bundle_digest: str) -> dict[str, Any]:
     """The SkyPilot task as YAML-ready data: pure (no clock, no network, no SkyPilot import)."""
     del bundle
-    store = bucket(launch)
+    managed = is_managed(launch)
+    volume = volume_url(launch, run_id)
+    if managed and volume is None:
+        raise UserError(
+            ("launch.spot" if launch.spot else "launch.skypilot.managed")
+            + ": a recovered managed job would restart from step 0 with nowhere to keep checkpoints",
+            hint="set launch.skypilot.bucket: s3://BUCKET/prefix (or gs://...), or launch.volume",
+        )
     remote_bundle = f"{BUNDLE_MOUNT}/{bundle_name}"
-    workdir = f"{CHECKPOINT_MOUNT}/runs/{run_id}" if store else f"{REMOTE_ROOT}/runs/{run_id}"
+    workdir = f"{REMOTE_ROOT}/runs/{run_id}"
     venv = f"{REMOTE_ROOT}/venvs/{bundle_digest[:16]}"
     opts = launch.skypilot
     nproc = nproc_per_node(launch, opts.nproc_per_node)
+    python = f"{venv}/bin/python"
     command = node_command(
-        f"{venv}/bin/python", launch, remote_bundle, nnodes=launch.nodes, nproc=nproc,
+        python, launch, remote_bundle, nnodes=launch.nodes, nproc=nproc,
         node_rank="env:SKYPILOT_NODE_RANK", master_addr="HEAD", master_port=opts.master_port,
     )
     rendered = " ".join('--master-addr="$head"' if a == "--master-addr=HEAD" else _q(a) for a in command)
     env = job_env(launch, run_id, workdir, remote_bundle)
+    if volume:
+        env[ENV_VOLUME] = volume
     task: dict[str, Any] = {
         "name": f"{launch.name or 'mudpuppy'}-{run_id}",
         "num_nodes": launch.nodes,
@@ -140,28 +185,82 @@ def render_task(launch: LaunchSection, run_id: str, bundle: Bundle | None, *, bu
         "envs": env,
     }
     if launch.secrets:
-        task["secrets"] = {name: None for name in sorted(set(launch.secrets))}  # values added at submit only
-    mounts: dict[str, Any] = {remote_bundle: bundle_path}
-    if store:
-        mounts[CHECKPOINT_MOUNT] = {"source": store, "mode": "MOUNT_CACHED"}
-    task["file_mounts"] = mounts
-    task["setup"] = (
-        f"# Generated by mudpuppy {__version__}: the runtime environment from the bundle's image spec\n"
-        "set -euo pipefail\n"
-        + venv_setup_script(image, _q(remote_bundle), _q(venv))
-    )
-    task["run"] = "\n".join([
+        # names only: the driver passes the values as SkyPilot's secrets_overrides at submit time
+        task["secrets"] = {name: None for name in sorted(set(launch.secrets))}
+    task["file_mounts"] = {remote_bundle: bundle_path}
+    if launch.image:  # the container has the packages: only mudpuppy's wheel goes on top (seconds per recovery)
+        setup = _image_setup(image, _q(remote_bundle), _q(venv))
+        header = "the user's container plus mudpuppy's wheel"
+    else:
+        setup = venv_setup_script(image, _q(remote_bundle), _q(venv))
+        header = "the runtime environment from the bundle's image spec"
+    task["setup"] = f"# Generated by mudpuppy {__version__}: {header}\nset -euo pipefail\n" + setup
+    lines = [
         f"# mudpuppy run {run_id}: one node_entry (torchrun) per node; rendezvous at the first node",
         "set -uo pipefail",
         'head=$(echo "$SKYPILOT_NODE_IPS" | head -n1)',
         f"mkdir -p {_q(workdir)} && cd {_q(workdir)}",
+    ]
+    budget = opts.max_restarts_on_errors if opts.max_restarts_on_errors is not None else launch.retries
+    if managed:
+        lines += _budget_start(python, run_id, budget)
+    lines += [
         'echo "[mudpuppy] node $SKYPILOT_NODE_RANK of $SKYPILOT_NUM_NODES (rendezvous $head)"',
         rendered,
-    ]) + "\n"
-    if is_managed(launch) and not store:
-        task["run"] = ("# no bucket: a recovered job restarts from scratch (set launch.skypilot.bucket)\n"
-                       + task["run"])
+    ]
+    if managed:
+        lines += _budget_end(budget)
+    task["run"] = "\n".join(lines) + "\n"
     return task
+
+
+def _image_setup(image: dict[str, Any], bundle: str, venv: str) -> str:
+    """A venv over the container's own packages (``--system-site-packages``) holding just mudpuppy's wheel."""
+    wheel = shlex.quote(image["wheel"]) if image.get("wheel") else None
+    lines = [f"[ -f {venv}/.ready ] || {{ python3 -m venv --system-site-packages {venv} && touch {venv}/.ready; }}"]
+    if wheel:
+        lines += [
+            'wheel_tmp=$(mktemp -d)',
+            f'tar -xzf {bundle} -C "$wheel_tmp" {wheel}',
+            f'{venv}/bin/python -m pip install --quiet --no-deps --force-reinstall "$wheel_tmp"/{wheel}',
+            'rm -rf "$wheel_tmp"',
+        ]
+    return "\n".join(lines) + "\n"
+
+
+# The head node counts attempts in a file on the volume; the count is taken at start, so a VM lost to preemption
+# (which SkyPilot recovers without asking anyone) uses up an attempt too.
+_COUNT = (f'import fsspec, os, sys; u = os.environ["{ENV_VOLUME}"].rstrip("/") + "/.mudpuppy-attempts-" '
+          "+ sys.argv[1]; fs, p = fsspec.core.url_to_fs(u); fs.makedirs(p.rsplit(\"/\", 1)[0], exist_ok=True); "
+          "n = int(fs.cat_file(p)) if fs.exists(p) else 0; fs.pipe_file(p, str(n + 1).encode()); print(n + 1)")
+
+
+def _budget_start(python: str, run_id: str, retries: int) -> list[str]:
+    return [
+        "attempt=0",
+        'if [ "$SKYPILOT_NODE_RANK" = 0 ]; then',
+        f"  attempt=$({_q(python)} -c {shlex.quote(_COUNT)} {_q(run_id)}) || "
+        '{ echo "[mudpuppy] cannot count attempts on $MUDPUPPY_VOLUME" >&2; exit 1; }',
+        f"  if [ \"$attempt\" -gt {retries + 1} ]; then",
+        f'    echo "[mudpuppy] launch.retries ({retries}) spent: not starting attempt $attempt" >&2; exit 1',
+        "  fi",
+        "fi",
+        f"export {ENV_ATTEMPT}=$(( attempt > 0 ? attempt - 1 : 0 ))",
+    ]
+
+
+def _budget_end(retries: int) -> list[str]:
+    return [
+        "code=$?",
+        f'if [ "$code" = 0 ] || [ "$code" = {EXIT_USER_ERROR} ]; then exit "$code"; fi  # done, or a user error',
+        'if [ "$SKYPILOT_NODE_RANK" != 0 ]; then exit 1; fi  # the head node decides whether to recover',
+        f'if [ "$attempt" -le {retries} ]; then',
+        f'  echo "[mudpuppy] exit $code on attempt $attempt of {retries + 1}: recovering" >&2; exit {EXIT_REQUEUE}',
+        "fi",
+        f'echo "[mudpuppy] exit $code and launch.retries ({retries}) spent" >&2',
+        f'if [ "$code" = {EXIT_REQUEUE} ]; then exit 1; fi',
+        'exit "$code"',
+    ]
 
 
 def _q(value: str) -> str:
@@ -249,6 +348,8 @@ class SkyPilotBackend(Backend):
                            image=bundle.image, bundle_digest=bundle.digest)
         managed = is_managed(launch)
         cluster = launch.skypilot.cluster or f"mudpuppy-{run_id}"
+        idle = launch.skypilot.idle_minutes_to_autostop
+        idle = AUTODOWN_MINUTES if idle is None else idle
         header = (f"# Generated by mudpuppy {__version__}: "
                   + ("sky jobs launch (managed)" if managed else f"sky launch -c {cluster}") + f" for run {run_id}\n")
         return Plan(
@@ -257,7 +358,7 @@ class SkyPilotBackend(Backend):
             session="managed" if managed else cluster, env=dict(task["envs"]), secrets=tuple(launch.secrets),
             retries=launch.retries,
             extra={"task": task, "managed": managed, "cluster": cluster,
-                   "idle_minutes_to_autostop": launch.skypilot.idle_minutes_to_autostop},
+                   "idle_minutes_to_autostop": None if managed else idle},
         )
 
     def submit(self, plan: Plan) -> Handle:
@@ -268,9 +369,18 @@ class SkyPilotBackend(Backend):
         payload = {
             "task": plan.extra["task"], "managed": plan.extra["managed"], "cluster": plan.extra["cluster"],
             "idle_minutes_to_autostop": plan.extra["idle_minutes_to_autostop"],
+            "down_on_failure": not self.launch.skypilot.cluster,  # made for this run: no use once it failed
             "secrets": list(plan.secrets),  # names: the driver reads the values from its environment
         }
-        result = call_driver(python, "launch", payload)
+        try:
+            result = call_driver(python, "launch", payload, timeout=LAUNCH_WAIT_S)
+        except subprocess.TimeoutExpired as exc:
+            # SkyPilot's API server carries on provisioning; the request id finds the job later
+            request = _request_id(exc.stdout)
+            if request is None:
+                raise UserError(f"SkyPilot did not answer within {LAUNCH_WAIT_S // 60} minutes",
+                                hint="see `sky api status` and `sky status`; cancel what it started") from None
+            return Handle(self.name, plan.session, f"{REQUEST_PREFIX}{request}")
         return Handle(self.name, plan.session, str(result["job_id"]))
 
     def status(self, handle: Handle) -> RunStatus:
@@ -295,16 +405,33 @@ class SkyPilotBackend(Backend):
             proc.wait(timeout=30)
 
     def cancel(self, handle: Handle) -> None:
-        call_driver(sky_python(self.launch), "cancel", _ref(handle), timeout=300)
+        """Cancel the job; an unmanaged cluster is torn down too unless ``cancel --keep``."""
+        call_driver(sky_python(self.launch), "cancel", {**_ref(handle), "down": not self.keep_resources},
+                    timeout=900)
 
     def output_location(self, plan: Plan, output_dir: str) -> str:
-        store = bucket(self.launch)
-        rel = output_dir.removeprefix("./")
-        if store:
-            return f"{store}/runs/{plan.run_id}/{rel}"
-        return f"{plan.session}:{plan.workdir}/{rel}"
+        volume = volume_url(self.launch, plan.run_id)
+        if volume:  # the runtime's volume sync mirrors output_dir into the volume's root
+            return volume
+        return f"{plan.session}:{plan.workdir}/{output_dir.removeprefix('./')}"
 
 
 def _ref(handle: Handle) -> dict[str, Any]:
     managed = handle.session == "managed"
-    return {"managed": managed, "cluster": None if managed else handle.session, "job_id": int(handle.id)}
+    ref: dict[str, Any] = {"managed": managed, "cluster": None if managed else handle.session}
+    if handle.id.startswith(REQUEST_PREFIX):
+        return {**ref, "request_id": handle.id.removeprefix(REQUEST_PREFIX), "job_id": None}
+    return {**ref, "job_id": int(handle.id)}
+
+
+def _request_id(stdout: str | bytes | None) -> str | None:
+    text = stdout.decode(errors="replace") if isinstance(stdout, bytes) else (stdout or "")
+    for line in reversed(text.splitlines()):
+        if line.startswith("{"):
+            try:
+                request = json.loads(line).get("request_id")
+            except ValueError:
+                continue
+            if request:
+                return str(request)
+    return None

@@ -6,8 +6,10 @@ imported, so this file works in an environment without mudpuppy (SkyPilot's ``cl
 the training environment). Commands:
 
 validate  {"tasks": [task, ...]} -> each parsed with ``sky.Task.from_yaml_config`` and dumped back
-launch    {"task", "managed", "cluster", "idle_minutes_to_autostop", "secrets": [names]} -> {"job_id"}
-status / logs / cancel   {"managed", "cluster", "job_id"}
+launch    {"task", "managed", "cluster", "idle_minutes_to_autostop", "down_on_failure", "secrets": [names]}
+          -> {"request_id"} as soon as SkyPilot accepts it, then {"job_id"}
+status / logs   {"managed", "cluster", "job_id"}
+cancel   {"managed", "cluster", "job_id", "down"}: ``down`` also tears an unmanaged cluster down
 
 Launch checks, before anything is created: the task parses, the requested cloud is enabled (``sky check``
 has credentials for it), and every secret is set. Secret values come from this process's environment and are
@@ -29,11 +31,16 @@ class Problem(Exception):
         self.hint = hint
 
 
-def _task(config: dict[str, Any]) -> Any:
+def _task(config: dict[str, Any], secrets: dict[str, str] | None = None) -> Any:
+    """Parse one task. Secret values go in as ``secrets_overrides``: a bare ``NAME: null`` left in the task is a
+    *managed-secret reference* in SkyPilot 0.14 (``update_secrets`` afterwards does not clear it, and execution then
+    fails with "No value available for secret(s)"), while an override becomes an inline value. The task's
+    ``_user_specified_yaml`` (what SkyPilot shows and stores) is taken before the overrides, so it keeps no value."""
     import sky
 
     try:
-        return sky.Task.from_yaml_config(copy.deepcopy(config))  # it pops keys from the dict it is given
+        return sky.Task.from_yaml_config(copy.deepcopy(config),  # it pops keys from the dict it is given
+                                         secrets_overrides=sorted(secrets.items()) if secrets else None)
     except Exception as exc:  # SkyPilot raises ValueError / jsonschema errors with a readable first line
         raise Problem(f"SkyPilot rejected the task: {str(exc).splitlines()[0]}") from None
 
@@ -94,28 +101,64 @@ def launch(payload: dict[str, Any]) -> dict[str, Any]:
     missing = [name for name in payload.get("secrets", []) if name not in os.environ]
     if missing:
         raise Problem(f"secret {missing[0]} is not set in your environment", hint="export it, then relaunch")
-    task = _task(payload["task"])
+    task = _task(payload["task"], {name: os.environ[name] for name in payload.get("secrets", [])})
     _check_cloud(task)
-    if payload.get("secrets"):
-        task.update_secrets({name: os.environ[name] for name in payload["secrets"]})
     if payload["managed"]:
-        job_ids, _handle = sky.stream_and_get(sky.jobs.launch(task, name=task.name))
-        job_id = job_ids[0] if isinstance(job_ids, list) else job_ids
+        request = sky.jobs.launch(task, name=task.name)
     else:
-        job_id, _handle = sky.stream_and_get(sky.launch(
+        request = sky.launch(
             task, cluster_name=payload["cluster"], idle_minutes_to_autostop=payload.get("idle_minutes_to_autostop"),
             down=payload.get("idle_minutes_to_autostop") is not None,
-        ))
+        )
+    # the launch goes on in SkyPilot's API server if we are stopped while it provisions: say how to find it first
+    print(json.dumps({"request_id": str(request)}), flush=True)
+    try:
+        job_id = _job_id(sky.stream_and_get(request))
+    except Exception as exc:  # provisioning or setup failed: a cluster made for this run goes, not a named one
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        if not payload["managed"] and payload.get("down_on_failure"):
+            sky.get(sky.down(payload["cluster"]))
+            raise Problem(f"launch failed and cluster {payload['cluster']} was torn down: {first}") from None
+        raise Problem(f"launch failed: {first}", hint="see `sky status` and `sky logs`") from None
     if job_id is None:
         raise Problem("SkyPilot returned no job id")
     return {"job_id": int(job_id)}
+
+
+def _job_id(result: Any) -> int | None:
+    """``(job_id, handle)`` from a launch, ``([job_id], handle)`` from a managed launch."""
+    job_id = result[0] if isinstance(result, tuple | list) else result
+    job_id = job_id[0] if isinstance(job_id, list) and job_id else job_id
+    return None if job_id is None or job_id == [] else int(job_id)
+
+
+def _resolve(payload: dict[str, Any]) -> tuple[int | None, dict[str, Any] | None]:
+    """The job id; for a launch we stopped waiting for (handle id ``req-REQUEST``), ask SkyPilot's API server
+    how that request ended. Returns (job id, None) or (None, a status answer while it is unresolved)."""
+    request = payload.get("request_id")
+    if not request:
+        return int(payload["job_id"]), None
+    import sky
+
+    records = sky.api_status([request])
+    state = _name(getattr(records[0], "status", None)) if records else None
+    state = (state or "").upper()
+    if state in ("PENDING", "RUNNING"):
+        return None, {"status": "STARTING", "reason": f"SkyPilot is still launching (request {request})"}
+    if state != "SUCCEEDED":
+        return None, {"status": "FAILED_PRECHECKS" if not records else "FAILED",
+                      "reason": f"SkyPilot launch request {request} {state.lower() or 'is unknown'}"}
+    return _job_id(sky.get(request)), None
 
 
 def status(payload: dict[str, Any]) -> dict[str, Any]:
     import sky
     import sky.jobs
 
-    job_id = int(payload["job_id"])
+    resolved, answer = _resolve(payload)
+    if resolved is None:
+        return answer or {"status": None, "reason": "SkyPilot returned no job id"}
+    job_id = resolved
     if payload["managed"]:
         records = sky.get(sky.jobs.queue(refresh=False, skip_finished=False, job_ids=[job_id]))
         if isinstance(records, tuple):
@@ -136,7 +179,11 @@ def logs(payload: dict[str, Any]) -> dict[str, Any]:
     import sky
     import sky.jobs
 
-    job_id, follow = int(payload["job_id"]), bool(payload.get("follow"))
+    resolved, answer = _resolve(payload)
+    if resolved is None:
+        print((answer or {}).get("reason", "no job yet"), flush=True)
+        return {}
+    job_id, follow = resolved, bool(payload.get("follow"))
     if payload["managed"]:
         sky.jobs.tail_logs(job_id=job_id, follow=follow, output_stream=sys.stdout)
     else:
@@ -149,12 +196,20 @@ def cancel(payload: dict[str, Any]) -> dict[str, Any]:
     import sky
     import sky.jobs
 
-    job_id = int(payload["job_id"])
-    if payload["managed"]:
+    resolved, _answer = _resolve(payload)
+    if resolved is None and payload.get("request_id"):
+        sky.get(sky.api_cancel(payload["request_id"]))  # stop a launch that is still provisioning
+    job_id = resolved
+    if payload["managed"]:  # the jobs controller tears the job's cluster down itself
+        if job_id is None:
+            return {"cancelled": None}
         sky.get(sky.jobs.cancel(job_ids=[job_id]))
-    else:
+        return {"cancelled": job_id}
+    if job_id is not None:
         sky.get(sky.cancel(payload["cluster"], job_ids=[job_id]))
-    return {"cancelled": job_id}
+    if payload.get("down", True):
+        sky.get(sky.down(payload["cluster"]))
+    return {"cancelled": job_id, "down": bool(payload.get("down", True))}
 
 
 def _name(value: Any) -> str | None:

@@ -129,10 +129,11 @@ def iter_logs(record: RunRecord, follow: bool) -> Iterator[str]:
     yield from backend.logs(handle, follow=follow)
 
 
-def cancel(record: RunRecord, registry: Registry) -> RunRecord:
+def cancel(record: RunRecord, registry: Registry, keep: bool = False) -> RunRecord:
     backend, handle = backend_for(record)
     if not backend.capabilities.cancel:
         raise UserError(f"the {record.backend} backend cannot cancel runs")
+    backend.keep_resources = keep
     backend.cancel(handle)
     return registry.update(record.id, status=State.CANCELLED.value, reason="cancelled by user")
 

@@ -28,6 +28,7 @@ IMAGE_SCHEMA = 1
 DEFAULT_BASE_IMAGE = "python:{python}-slim"
 _REQ_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 _SECRETISH = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL)", re.I)
+_FS_FOR_SCHEME = {"s3": "s3fs", "gs": "gcsfs"}
 _EXTRA_FOR_KEY = {"deepspeed": "deepspeed", "wandb_project": "wandb", "mlflow_tracking_uri": "mlflow"}
 
 
@@ -58,6 +59,11 @@ def _extras_for(config: Config) -> list[str]:
     for key, package in _EXTRA_FOR_KEY.items():
         if getattr(config, key, None):
             names.append(package)
+    # the runtime's volume sync reaches buckets through fsspec: the node needs the store's filesystem package
+    for url in (config.launch.volume, config.launch.skypilot.bucket):
+        fs_package = _FS_FOR_SCHEME.get(url.split("://", 1)[0].lower()) if url and "://" in url else None
+        if fs_package:
+            names.append(fs_package)
     return names
 
 

@@ -11,7 +11,8 @@ from mudpuppy.launcher.config.schema.base import Section
 from mudpuppy.launcher.scriptsafe import check_env_name, check_text
 
 BackendName = Literal["local", "ssh", "slurm", "ray", "skypilot", "modal"]
-_GPU_SPEC = re.compile(r"^(?:(?P<kind>[A-Za-z][A-Za-z0-9_.-]*)(?::(?P<count>\d+))?|(?P<bare>\d+))$")
+# a kind may end in ! or + (Modal: H100! = exactly H100, B200+ = B200 or better)
+_GPU_SPEC = re.compile(r"^(?:(?P<kind>[A-Za-z][A-Za-z0-9_.-]*[!+]?)(?::(?P<count>\d+))?|(?P<bare>\d+))$")
 _SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -164,11 +165,16 @@ class SkyPilotOptions(LaunchPart):
     spot_fallback: bool = Field(True, description="With spot, fall back to on-demand (any_of) when none is free.")
     cluster: str | None = Field(None, description="Cluster name for unmanaged launches; default: mudpuppy-RUN.")
     bucket: str | None = Field(
-        None, description="Bucket (s3://b/prefix, gs://...) mounted MOUNT_CACHED at /checkpoints for the outputs."
+        None, description="Bucket (s3://b/prefix or gs://...) the runtime syncs checkpoints and outputs to (runs/RUN); "
+        "spot/managed runs need it (or an s3/gs launch.volume)."
     )
     recovery_strategy: Literal["EAGER_NEXT_REGION", "FAILOVER"] = "EAGER_NEXT_REGION"
-    max_restarts_on_errors: int | None = Field(None, ge=0, description="Managed-job restarts; default: retries.")
-    idle_minutes_to_autostop: int | None = Field(None, ge=0)
+    max_restarts_on_errors: int | None = Field(
+        None, ge=0, description="Managed-job restarts (crashes and preemptions together); default: retries."
+    )
+    idle_minutes_to_autostop: int | None = Field(
+        None, ge=0, description="Unmanaged clusters are torn down this long after the job ends; default: 10."
+    )
     python: str | None = Field(
         None, description="Interpreter of the environment SkyPilot is installed in; default: $MUDPUPPY_SKYPILOT_PYTHON "
         "or the one behind `sky` on PATH."

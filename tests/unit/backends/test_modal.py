@@ -76,40 +76,73 @@ def test_multi_node_is_clustered(bundle: Any) -> None:
     assert parts.cluster == {"size": 2, "rdma": True}
 
 
-def test_image_pins_packages_and_installs_the_wheel(bundle: Any, tmp_path: Path) -> None:
-    spec = modal_spec(launch(gpus="L4"), "r", bundle)
-    spec["image"] = {**spec["image"], "wheel": "wheels/mudpuppy-0.1.0-py3-none-any.whl",
-                     "base_image": "nvidia/cuda:12.8.1-devel-ubuntu22.04", "env": {"A": "1"}}
+def _bundle_with_wheel(folder: Path, extra: str) -> Path:
+    import io
+    import tarfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"bundle-{extra}.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in (("wheels/mudpuppy-0.1.0-py3-none-any.whl", b"wheel bytes"), ("config.yml", extra.encode())):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _record_image(spec: dict[str, Any]) -> list[tuple[str, Any]]:
     calls: list[tuple[str, Any]] = []
     real = modal.Image
 
     class Recorder:
         def __getattr__(self, name: str) -> Any:
             def call(*args: Any, **kwargs: Any) -> Any:
-                calls.append((name, args or kwargs))
+                calls.append((name, (args, kwargs)))
                 return self
 
             return call
 
-    rec = Recorder()
     try:
-        modal.Image = rec  # type: ignore[misc]
+        modal.Image = Recorder()  # type: ignore[misc]
         modal_app.build_image(spec)
     finally:
         modal.Image = real  # type: ignore[misc]
+    return calls
+
+
+def test_image_pins_packages_installs_the_wheel_and_attaches_the_bundle(bundle: Any, tmp_path: Path) -> None:
+    """The image holds packages and mudpuppy's wheel only; the per-run bundle is attached at container start
+    (``copy=False``), so a new run with the same packages reuses the built image."""
+    spec = modal_spec(launch(gpus="L4"), "r", bundle)
+    spec["image"] = {**spec["image"], "wheel": "wheels/mudpuppy-0.1.0-py3-none-any.whl",
+                     "base_image": "nvidia/cuda:12.8.1-devel-ubuntu22.04", "env": {"A": "1"}}
+    runs = []
+    for n in ("one", "two"):
+        spec["bundle_path"] = str(_bundle_with_wheel(tmp_path / n, n))
+        runs.append(_record_image(spec))
+    calls = runs[0]
     names = [c[0] for c in calls]
-    assert names == ["from_registry", "uv_pip_install", "add_local_file", "run_commands", "env"]
-    assert calls[0][1] == {"tag": "nvidia/cuda:12.8.1-devel-ubuntu22.04", "add_python": "3.11"} or calls[0][1][0] == (
-        "nvidia/cuda:12.8.1-devel-ubuntu22.04")
-    assert "torch==2.13.0" in calls[1][1]
-    assert "pip install --no-deps /tmp/mp/wheels/mudpuppy-0.1.0-py3-none-any.whl" in calls[3][1][0]
+    assert names == ["from_registry", "uv_pip_install", "add_local_file", "run_commands", "env", "add_local_file"]
+    assert "torch==2.13.0" in calls[1][1][0]
+    wheel_args, wheel_kw = calls[2][1]
+    assert Path(wheel_args[0]).read_bytes() == b"wheel bytes" and wheel_kw == {"copy": True}
+    assert "pip install --no-deps /mudpuppy/wheels/mudpuppy-0.1.0-py3-none-any.whl" in calls[3][1][0][0]
+    bundle_args, bundle_kw = calls[5][1]
+    assert bundle_args[1] == spec["remote_bundle"] and bundle_kw == {"copy": False}
+    # every build step is the same for two different bundles: only the attached (not built) file differs
+    same = [(n, a[1:], k) for n, (a, k) in calls[:5] if n != "add_local_file"]
+    assert same == [(n, a[1:], k) for n, (a, k) in runs[1][:5] if n != "add_local_file"]
+    assert runs[0][2][1][0][1] == runs[1][2][1][0][1]  # the wheel lands at the same path
 
 
 @pytest.mark.parametrize(("gpus", "nodes", "message"), [
     ("H100:9", 1, "at most 8 H100 GPUs"),
     ("Z99:1", 1, "Modal has no GPU type 'Z99'"),
+    ("A10G+:1", 1, "Modal has no GPU type 'A10G\\+'"),
     ("4", 1, "Modal needs the GPU type"),
     (None, 2, "needs GPUs"),
+    ("H100:4", 2, "takes all 8 GPUs of each host"),
+    ("A10G:4", 2, "takes all 8 GPUs"),
 ])
 def test_bad_gpu_specs_fail_in_plan(bundle: Any, gpus: str | None, nodes: int, message: str) -> None:
     with pytest.raises(UserError, match=message):
@@ -119,6 +152,34 @@ def test_bad_gpu_specs_fail_in_plan(bundle: Any, gpus: str | None, nodes: int, m
 def test_gpu_names_are_normalised() -> None:
     assert modal_gpu(launch(gpus="a100-80gb:4")) == "A100-80GB:4"
     assert modal_gpu(launch()) is None
+
+
+@pytest.mark.parametrize(("gpus", "kind", "count"), [
+    ("H100!:8", "H100!", 8), ("b200+", "B200+", 1), ("rtx-pro-6000:2", "RTX-PRO-6000", 2), ("h200:8", "H200", 8),
+])
+def test_modal_gpu_spellings_reach_modal_as_written(gpus: str, kind: str, count: int) -> None:
+    """What we hand to ``app.function(gpu=...)`` is what Modal's own parser turns into its GPU config."""
+    from modal._utils.function_utils import parse_gpu_config
+
+    config = parse_gpu_config(modal_gpu(launch(gpus=gpus)))
+    assert (config.gpu_type, config.count) == (kind, count)
+
+
+def test_nonpreemptible_gpu_function_is_refused_in_plan(bundle: Any) -> None:
+    with pytest.raises(UserError, match="nonpreemptible"):
+        ModalBackend(launch(gpus="A10G", modal={"nonpreemptible": True})).plan(bundle, "r")
+    spec = modal_spec(launch(modal={"nonpreemptible": True}), "r", bundle)  # CPU-only: fine
+    assert modal_app.build_app(spec).settings["nonpreemptible"] is True
+
+
+def test_hf_cache_and_environment_follow_the_volume(bundle: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = modal_spec(launch(gpus="T4", modal={"volume": "ckpts", "environment": "staging"}), "r", bundle)
+    assert spec["job"]["env"]["HF_HOME"] == "/vol/ckpts/hf-cache"  # a retry finds the model already downloaded
+    seen: list[Any] = []
+    real = modal.Volume.from_name
+    monkeypatch.setattr(modal.Volume, "from_name", lambda name, **kw: seen.append((name, kw)) or real(name, **kw))
+    modal_app._volume_hooks(spec["job"]["volume"], spec["job"]["environment"])
+    assert seen == [("ckpts", {"environment_name": "staging"})]
 
 
 def test_missing_token_is_one_line_before_anything_is_built(bundle: Any, monkeypatch: pytest.MonkeyPatch,
@@ -157,7 +218,7 @@ def _job(spec: dict[str, Any], bundle: Any, volume: Path, **env: str) -> dict[st
 def fake_volume(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     counts = {"commit": 0, "reload": 0}
 
-    def hooks(name: str) -> tuple[Any, Any]:
+    def hooks(name: str, environment: str | None = None) -> tuple[Any, Any]:
         assert name == "mudpuppy-runs"
         return (lambda: counts.__setitem__("commit", counts["commit"] + 1),
                 lambda: counts.__setitem__("reload", counts["reload"] + 1))
@@ -204,6 +265,54 @@ def test_requeue_and_user_error_exit_codes(bundle: Any, tmp_path: Path) -> None:
                           reload=lambda: None)
 
 
+def _flaky(failures: int) -> tuple[Any, list[str]]:
+    calls: list[str] = []
+
+    def commit() -> None:
+        calls.append("try")
+        if len(calls) <= failures:
+            raise RuntimeError("there are open files preventing the operation")
+
+    return commit, calls
+
+
+def test_a_failing_final_commit_never_turns_a_finished_run_into_a_retry(bundle: Any, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(modal_app, "COMMIT_DELAY_S", 0.0)
+    spec = modal_spec(launch(entrypoint="tests.infra.fake_runtime"), "r", bundle)
+    volume = tmp_path / "v"
+    commit, calls = _flaky(failures=100)
+    result = modal_app.run_job(_job(spec, bundle, volume, FAKE_EXIT="0"), volume, commit=commit,
+                               reload=lambda: None, python=sys.executable)
+    assert result["exit_code"] == 0  # returned, so Modal records success and does not retry
+    assert len(calls) == modal_app.COMMIT_ATTEMPTS and "open files" in result["commit_failures"][0]
+    commit, calls = _flaky(failures=2)  # a commit that fails twice goes through on the third try
+    result = modal_app.run_job(_job(spec, bundle, volume, FAKE_EXIT="2"), volume, commit=commit,
+                               reload=lambda: None, python=sys.executable)
+    assert result["exit_code"] == 2 and result["commit_failures"] == [] and len(calls) == 3
+
+
+def test_checkpoint_committer_keeps_going_after_a_failed_commit(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(modal_app, "COMMIT_ATTEMPTS", 1)
+    commit, calls = _flaky(failures=1)
+    watcher = modal_app._CheckpointCommitter(tmp_path, commit, poll_s=60)
+    (tmp_path / "out" / "checkpoint-2").mkdir(parents=True)
+    (tmp_path / "out" / "checkpoint-2" / "mudpuppy-manifest.json").write_text("{}")
+    watcher.scan()  # the commit fails: reported, and the checkpoint stays pending
+    assert watcher.committed == [] and len(watcher.failures) == 1
+    watcher.scan()  # the next scan commits it
+    assert watcher.committed == ["out/checkpoint-2"] and len(calls) == 2
+    # another node has no manifests, only its shards: it commits when a checkpoint folder gets files
+    other, other_calls = _flaky(failures=0)
+    shard_dir = tmp_path / "node1"
+    node = modal_app._CheckpointCommitter(shard_dir, other, poll_s=60, head=False)
+    (shard_dir / "out" / "checkpoint-2").mkdir(parents=True)
+    (shard_dir / "out" / "checkpoint-2" / "shard-1.safetensors").write_bytes(b"x")
+    node.scan()
+    assert node.committed == ["out/checkpoint-2"] and other_calls == ["try"]
+
+
 class _Call:
     def __init__(self, outcome: Any) -> None:
         self.outcome = outcome
@@ -230,3 +339,37 @@ def test_status_mapping(outcome: Any, state: State) -> None:
     assert status.state == state
     if state == State.SUCCEEDED:
         assert status.attempts == 3
+
+
+@pytest.mark.timeout(120)
+def test_ipv6_cluster_address_rendezvouses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Modal's ``container_ips()`` gives IPv6 addresses: the one the function body hands to node_entry as the
+    master address (unbracketed, as torch's rendezvous parser and TCPStore take it) joins two nodes."""
+    import socket
+    import subprocess
+
+    class Cluster:
+        @staticmethod
+        def from_context() -> Any:
+            return Cluster()
+
+        def container_rank(self) -> int:
+            return 1
+
+        def container_ips(self) -> list[str]:
+            return ["::1", "::2"]
+
+    monkeypatch.setattr(modal, "Cluster", Cluster)
+    rank, head = modal_app._cluster_position()
+    assert (rank, head) == (1, "::1")
+    with socket.socket(socket.AF_INET6) as probe:
+        probe.bind(("::1", 0))
+        port = probe.getsockname()[1]
+    out = tmp_path / "sum"
+    env = {**os.environ, "PYTHONPATH": str(ROOT.parent) + os.pathsep + str(ROOT), "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-m", "mudpuppy.launcher.node_entry", "--nnodes=2",
+                               "--nproc-per-node=1", f"--node-rank={r}", f"--master-addr={head}",
+                               f"--master-port={port}", "--module=tests.infra.allreduce_probe", str(out)],
+                              env=env, cwd=ROOT) for r in (0, 1)]
+    assert [p.wait(timeout=100) for p in procs] == [0, 0]
+    assert sorted(p.read_text() for p in tmp_path.glob("sum.*")) == ["3 ::1", "3 ::1"]
