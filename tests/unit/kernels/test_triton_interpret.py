@@ -172,3 +172,18 @@ def test_tiny_model_with_triton_kernels_matches_plain(tmp_path):
     torch.testing.assert_close(out_f.loss, out_p.loss, rtol=1e-5, atol=1e-5)
     for (name, p), (_, q) in zip(plain.named_parameters(), fused.named_parameters(), strict=True):
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-3, atol=1e-5, msg=name)
+
+
+def test_cpu_without_interpreter_keeps_torch_paths(monkeypatch):
+    """On a CPU tensor without TRITON_INTERPRET the pure-torch Functions run (what a CPU install gets)."""
+    from mudpuppy.kernels.glu import glu
+    from mudpuppy.kernels.rms_norm import rms_norm
+    from mudpuppy.kernels.triton_support import use_triton
+
+    monkeypatch.delenv("TRITON_INTERPRET")
+    x = torch.randn(3, 8, requires_grad=True)
+    assert not use_triton(x)
+    assert "RMSNormFunctionBackward" in _grad_fn_names(rms_norm(x, torch.ones(8), 1e-6))
+    assert "GLUFunctionBackward" in _grad_fn_names(glu(torch.nn.SiLU(), x, x))
+    assert not {"TritonRMSNormFunctionBackward", "TritonGLUFunctionBackward"} & (
+        _grad_fn_names(rms_norm(x, torch.ones(8), 1e-6)) | _grad_fn_names(glu(torch.nn.SiLU(), x, x)))
