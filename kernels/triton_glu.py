@@ -58,26 +58,38 @@ def _glu_bwd(DH, G, U, DG, DU, n, ACT: tl.constexpr, BLOCK: tl.constexpr):
     tl.store(DG + offs, (dh * u * da).to(DG.dtype.element_ty), mask=mask)
 
 
+def glu_forward(act_kind: int, g: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """``act(g) * u`` (contiguous inputs)."""
+    h = torch.empty(g.shape, dtype=torch.promote_types(g.dtype, u.dtype), device=g.device)
+    n = g.numel()
+    if n:
+        _glu_fwd[(triton.cdiv(n, _BLOCK),)](g, u, h, n, ACT=act_kind, BLOCK=_BLOCK)
+    return h
+
+
+def glu_backward(act_kind: int, dh: torch.Tensor, g: torch.Tensor,
+                 u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(d/d gate, d/d up) of ``act(g) * u`` given ``dh``, in one pass (also used by the LoRA MLP Function)."""
+    dh, g, u = dh.contiguous(), g.contiguous(), u.contiguous()
+    dg, du = torch.empty_like(g), torch.empty_like(u)
+    n = g.numel()
+    if n:
+        _glu_bwd[(triton.cdiv(n, _BLOCK),)](dh, g, u, dg, du, n, ACT=act_kind, BLOCK=_BLOCK)
+    return dg, du
+
+
 class TritonGLUFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, act_kind, gate, up):
         g, u = gate.contiguous(), up.contiguous()
-        h = torch.empty(g.shape, dtype=torch.promote_types(g.dtype, u.dtype), device=g.device)
-        n = g.numel()
-        if n:
-            _glu_fwd[(triton.cdiv(n, _BLOCK),)](g, u, h, n, ACT=act_kind, BLOCK=_BLOCK)
         ctx.act_kind = act_kind
         ctx.save_for_backward(g, u)
-        return h
+        return glu_forward(act_kind, g, u)
 
     @staticmethod
     def backward(ctx, dh):
         g, u = ctx.saved_tensors
-        dh = dh.contiguous()
-        dg, du = torch.empty_like(g), torch.empty_like(u)
-        n = g.numel()
-        if n:
-            _glu_bwd[(triton.cdiv(n, _BLOCK),)](dh, g, u, dg, du, n, ACT=ctx.act_kind, BLOCK=_BLOCK)
+        dg, du = glu_backward(ctx.act_kind, dh, g, u)
         return None, (dg if ctx.needs_input_grad[1] else None), (du if ctx.needs_input_grad[2] else None)
 
 
