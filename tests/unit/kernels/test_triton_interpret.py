@@ -1,5 +1,6 @@
-"""The Triton kernels (RMSNorm, GLU, fused linear cross-entropy) vs the pure-torch references, forward and every
-gradient, run by Triton's interpreter on CPU tensors (``TRITON_INTERPRET=1``; no GPU needed).
+"""The Triton kernels (RMSNorm, GLU also inside the LoRA MLP Function, fused linear cross-entropy) vs the
+pure-torch references, forward and every gradient, run by Triton's interpreter on CPU tensors
+(``TRITON_INTERPRET=1``; no GPU needed).
 
 Triton reads the env var when kernels are defined: conftest imports triton under it, and it is set again per test
 (so our ``triton_*`` modules, imported lazily, are interpreted too) while the other kernel tests keep their torch
