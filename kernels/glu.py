@@ -34,6 +34,14 @@ class GLUFunction(torch.autograd.Function):
 
 
 def glu(act: Any, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """The Triton kernel for SiLU/tanh-GELU on CUDA (``triton_support.use_triton``), the torch Function else."""
+    from mudpuppy.kernels.triton_support import glu_act_kind, use_triton
+
+    kind = glu_act_kind(act)
+    if kind is not None and gate.dtype in (torch.float32, torch.float16, torch.bfloat16) and use_triton(gate):
+        from mudpuppy.kernels.triton_glu import triton_glu
+
+        return triton_glu(kind, gate, up)
     return GLUFunction.apply(act, gate, up)
 
 

@@ -6,7 +6,9 @@ index are dropped first, the rest are processed in chunks, and each chunk's grad
 the LM head, when it trains) is computed right away in the forward pass, so the backward pass only scales what is
 stored. Peak extra memory is one chunk of logits; the matmul count is the same as the plain path's.
 
-``linear_cross_entropy_reference`` is the plain-torch path it is tested against.
+On CUDA (with ``triton`` installed) the per-chunk softmax/loss/gradient step is one Triton kernel
+(``triton_ce``, online softmax over vocab blocks); elsewhere it is the in-place torch code below.
+``linear_cross_entropy_reference`` is the plain-torch path both are tested against.
 """
 
 from __future__ import annotations
@@ -49,11 +51,19 @@ class _LinearCrossEntropy(torch.autograd.Function):
         raw = buf if acc == h.dtype else torch.empty(rows, vocab, dtype=h.dtype, device=h.device)
         tanh_buf = torch.empty_like(buf) if softcap is not None else None
         w_t = weight.t()
+        fused = _triton_ce(h)
         for start in range(0, n, chunk):
             hc, yc = h[start:start + chunk], y[start:start + chunk]
             m = hc.shape[0]
             z = buf[:m]
             torch.matmul(hc, w_t, out=raw[:m])
+            if fused is not None:  # Triton: loss per row and d loss / d logits into buf in one kernel
+                total += fused(raw[:m], z if (need_h or need_w or need_b) else None, bias, yc, softcap,
+                               smoothing).sum()
+                if need_h or need_w or need_b:
+                    dzc = z if raw is buf else raw[:m].copy_(z)
+                    _accumulate(z, dzc, hc, weight, acc, grad_h, grad_w, grad_b, start)
+                continue
             if raw is not buf:
                 z.copy_(raw[:m])
             if bias is not None:
@@ -83,12 +93,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             if t is not None:  # d(cap * tanh(x / cap)) / dx = 1 - tanh^2
                 dz.mul_(t.square_().neg_().add_(1.0))
             dzc = dz if raw is buf else raw[:m].copy_(dz)
-            if grad_h is not None:
-                torch.matmul(dzc, weight, out=grad_h[start:start + m])
-            if grad_w is not None:
-                grad_w.addmm_(dz.t(), hc.to(acc))
-            if grad_b is not None:
-                grad_b += dz.sum(0)
+            _accumulate(dz, dzc, hc, weight, acc, grad_h, grad_w, grad_b, start)
         ctx.save_for_backward(grad_h, grad_w, grad_b)
         ctx.dtypes = (h.dtype, weight.dtype, None if bias is None else bias.dtype)
         return total
@@ -102,6 +107,27 @@ class _LinearCrossEntropy(torch.autograd.Function):
         out_w = None if grad_w is None else (grad_w * scale).to(w_dtype)
         out_b = None if grad_b is None else (grad_b * scale).to(b_dtype)
         return out_h, out_w, out_b, None, None, None, None
+
+
+def _accumulate(dz, dzc, hc, weight, acc, grad_h, grad_w, grad_b, start) -> None:
+    """Chunk's share of the input gradients from its ``d loss / d logits`` (``dzc``: the same in ``h``'s dtype)."""
+    if grad_h is not None:
+        torch.matmul(dzc, weight, out=grad_h[start:start + dz.shape[0]])
+    if grad_w is not None:
+        grad_w.addmm_(dz.t(), hc.to(acc))
+    if grad_b is not None:
+        grad_b += dz.sum(0)
+
+
+def _triton_ce(h: torch.Tensor):
+    """The Triton per-chunk loss kernel when it applies (CUDA or interpreter, up to fp32), else None."""
+    from mudpuppy.kernels.triton_support import use_triton
+
+    if h.dtype not in (torch.float32, torch.float16, torch.bfloat16) or not use_triton(h):
+        return None
+    from mudpuppy.kernels.triton_ce import ce_chunk
+
+    return ce_chunk
 
 
 def linear_cross_entropy(

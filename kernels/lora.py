@@ -116,6 +116,16 @@ class LoRALinearFunction(torch.autograd.Function):
         return dx, None, da, db, dbb
 
 
+def _triton_glu_kind(act, g: torch.Tensor) -> int | None:
+    """The Triton GLU kernel's activation id when it should run for ``g`` (CUDA or interpreter), else None."""
+    from mudpuppy.kernels.triton_support import glu_act_kind, use_triton
+
+    kind = glu_act_kind(act)
+    if kind is None or g.dtype not in (torch.float32, torch.float16, torch.bfloat16) or not use_triton(g):
+        return None
+    return kind
+
+
 class LoRAMLPFunction(torch.autograd.Function):
     """down(act(gate(x)) * up(x)) with LoRA on any of the three, saving x, gate(x) and up(x) only."""
 
@@ -127,7 +137,14 @@ class LoRAMLPFunction(torch.autograd.Function):
             x2 = _flat(x)
             g = _forward(x2, projs[0], *lora[0:3])
             u = _forward(x2, projs[1], *lora[3:6])
-            out = _forward(act(g) * u, projs[2], *lora[6:9])
+            ctx.glu_kind = _triton_glu_kind(act, g)
+            if ctx.glu_kind is not None:  # Triton elementwise act(g) * u on CUDA
+                from mudpuppy.kernels.triton_glu import glu_forward
+
+                h = glu_forward(ctx.glu_kind, g.contiguous(), u.contiguous())
+            else:
+                h = act(g) * u
+            out = _forward(h, projs[2], *lora[6:9])
         ctx.save_for_backward(x, g, u, *lora)
         return out.reshape(*x.shape[:-1], out.shape[-1])
 
@@ -142,16 +159,25 @@ class LoRAMLPFunction(torch.autograd.Function):
         x, g, u, *lora = ctx.saved_tensors
         pg, pu, pd = ctx.projs
         x2, dout = _flat(x), _flat(dout)
-        with torch.enable_grad():  # recompute act(gate) to get its derivative for any activation
-            g_ = g.detach().requires_grad_(True)
-            a = ctx.act(g_)
-        h = a.detach() * u
-        dh, *d_down = _backward(h, dout, pd, lora[6], lora[7], lora[8], True)
-        del h
-        assert dh is not None
-        du = dh * a.detach()
-        (dg,) = torch.autograd.grad(a, g_, dh.mul_(u))
-        del a, g_
+        if ctx.glu_kind is not None:  # Triton: recompute h, then both GLU gradients in one elementwise pass
+            from mudpuppy.kernels.triton_glu import glu_backward, glu_forward
+
+            h = glu_forward(ctx.glu_kind, g.contiguous(), u.contiguous())
+            dh, *d_down = _backward(h, dout, pd, lora[6], lora[7], lora[8], True)
+            del h
+            assert dh is not None
+            dg, du = glu_backward(ctx.glu_kind, dh, g, u)
+        else:
+            with torch.enable_grad():  # recompute act(gate) to get its derivative for any activation
+                g_ = g.detach().requires_grad_(True)
+                a = ctx.act(g_)
+            h = a.detach() * u
+            dh, *d_down = _backward(h, dout, pd, lora[6], lora[7], lora[8], True)
+            del h
+            assert dh is not None
+            du = dh * a.detach()
+            (dg,) = torch.autograd.grad(a, g_, dh.mul_(u))
+            del a, g_
         need_x = ctx.needs_input_grad[0]
         dx_g, *d_gate = _backward(x2, dg, pg, lora[0], lora[1], lora[2], need_x)
         dx_u, *d_up = _backward(x2, du, pu, lora[3], lora[4], lora[5], need_x)

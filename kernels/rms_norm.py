@@ -44,6 +44,13 @@ class RMSNormFunction(torch.autograd.Function):
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """The Triton kernel on CUDA (``triton_support.use_triton``), the torch Function elsewhere."""
+    from mudpuppy.kernels.triton_support import use_triton
+
+    if x.dtype in (torch.float32, torch.float16, torch.bfloat16) and use_triton(x):
+        from mudpuppy.kernels.triton_rms_norm import triton_rms_norm
+
+        return triton_rms_norm(x, weight, eps)
     return RMSNormFunction.apply(x, weight, eps)
 
 

@@ -4,6 +4,8 @@
 set -euo pipefail
 
 PACKAGES=(openssh-server openssh-client openssh-sftp-server slurmctld slurmd slurm-client munge procps)
+# torch.compile on CPU (tests/e2e/test_torch_compile.py): inductor builds its kernels with a C++ compiler
+PACKAGES+=(g++)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -3,11 +3,42 @@
 from __future__ import annotations
 
 import copy
+import sys
 from pathlib import Path
 
 import pytest
 
 from tests.fixtures.tiny import write_model_config
+
+
+def _import_triton_interpreted() -> None:
+    """Import ``triton`` with ``TRITON_INTERPRET=1`` on machines without CUDA, before any test can import it.
+
+    Triton reads the variable when its own standard-library kernels are defined, i.e. at ``import triton``, so
+    test_triton_interpret.py (which sets it per test for our kernels) needs triton first imported under it. The
+    variable is restored right after: other tests keep the pure-torch paths (``use_triton`` reads it per call).
+    """
+    import importlib.util
+    import os
+
+    if "triton" in sys.modules or importlib.util.find_spec("triton") is None:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    old = os.environ.get("TRITON_INTERPRET")
+    os.environ["TRITON_INTERPRET"] = "1"
+    try:
+        import triton.language  # noqa: F401
+    finally:
+        if old is None:
+            del os.environ["TRITON_INTERPRET"]
+        else:
+            os.environ["TRITON_INTERPRET"] = old
+
+
+_import_triton_interpreted()
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
