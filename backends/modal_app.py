@@ -13,6 +13,7 @@ now deprecated there), ``modal.Cluster.from_context()`` (replaces ``experimental
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import threading
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mudpuppy.launcher.contract import ENV_ATTEMPT, ENV_WORKDIR, EXIT_OK, EXIT_REQUEUE, EXIT_USER_ERROR
+from mudpuppy.launcher.scriptsafe import require_safe
 
 FUNCTION_NAME = "train"
 
@@ -57,14 +59,20 @@ def build_image(spec: dict[str, Any]) -> Any:
     remote_bundle = spec["remote_bundle"]
     image = image.add_local_file(spec["bundle_path"], remote_bundle, copy=True)
     if image_spec.get("wheel"):
-        wheel = image_spec["wheel"]
-        image = image.run_commands(
-            f"mkdir -p /tmp/mp && tar -xzf {remote_bundle} -C /tmp/mp {wheel} "
-            f"&& python -m pip install --no-deps /tmp/mp/{wheel} && rm -rf /tmp/mp"
-        )
+        image = image.run_commands(wheel_install_command(remote_bundle, image_spec["wheel"]))
     if image_spec.get("env"):
+        # Modal writes these as Dockerfile ENV lines: a newline would start a new instruction.
+        for key, value in image_spec["env"].items():
+            require_safe(f"{key}={value}", f"launch.env.{key}")
         image = image.env(dict(image_spec["env"]))
     return image
+
+
+def wheel_install_command(remote_bundle: str, wheel: str) -> str:
+    """The image build step that installs mudpuppy from the bundle's wheel (a shell command; values quoted)."""
+    q = shlex.quote
+    return (f"mkdir -p /tmp/mp && tar -xzf {q(remote_bundle)} -C /tmp/mp {q(wheel)} "
+            f"&& python -m pip install --no-deps {q('/tmp/mp/' + wheel)} && rm -rf /tmp/mp")
 
 
 def build_app(spec: dict[str, Any]) -> ModalParts:

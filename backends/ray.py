@@ -9,12 +9,22 @@ Worker failures restart the whole worker group from the last checkpoint reported
 
 ``plan`` is pure: the job request (entrypoint, runtime_env, submission id) is data, and ``submit`` only stages
 files under the state dir and hands that request to ``JobSubmissionClient.submit_job``.
+
+Secrets: Ray stores a job's ``runtime_env`` (``env_vars`` included) and shows it in ``ray job list``, the job info
+and the dashboard, and Ray Train exports its controller's and workers' runtime envs too; the Jobs API has no
+private channel (no stdin for the entrypoint). So secret values travel as a 0600 file inside the uploaded
+``working_dir`` package (``secret_working_dir``), which the driver reads and deletes; it hands the values to the
+training workers inside the pickled training function, never through a runtime_env or ``train_loop_config``.
+They reach the driver and the training workers, not Ray Train's controller actor: credentials for an ``s3://``
+``storage_path`` must come from the nodes' own configuration (instance role, ``~/.aws``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
 import shlex
 import shutil
 import tempfile
@@ -32,6 +42,7 @@ from mudpuppy.launcher.registry import state_dir
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 BUNDLE_FILE = f"bundle{BUNDLE_SUFFIX}"
+SECRETS_FILE = ".mudpuppy-secrets.json"  # in the job's working_dir; the driver deletes it once read
 
 # Ray's JobStatus values -> ours.
 STATES = {
@@ -116,7 +127,10 @@ class RayBackend(Backend):
         launch = self.launch
         address = resolve_address(launch)
         spec = job_spec(launch, run_id)
-        entrypoint = f"python -m mudpuppy.launcher.ray_entry --spec {shlex.quote(json.dumps(spec, sort_keys=True))}"
+        entrypoint = "python -m mudpuppy.launcher.ray_entry"
+        if launch.secrets:
+            entrypoint += f" --secrets-file {SECRETS_FILE}"
+        entrypoint += f" --spec {shlex.quote(json.dumps(spec, sort_keys=True))}"
         staged = stage_dir(bundle.digest)
         env = dict(sorted(launch.env.items()))
         env[ENV_RUN_ID] = run_id
@@ -149,20 +163,22 @@ class RayBackend(Backend):
 
     # ------------------------------------------------------------------------------------------ submit
     def submit(self, plan: Plan) -> Handle:
-        request = json.loads(json.dumps(plan.extra["request"]))  # a copy: secrets are added to it below
-        env_vars = request["runtime_env"]["env_vars"]
+        request = json.loads(json.dumps(plan.extra["request"]))  # a copy: the working_dir may change below
         for name in plan.secrets:
             if name not in os.environ:
                 raise UserError(f"secret {name} is not set in your environment", hint="export it, then relaunch")
         client = self._client(plan.session)  # before staging: no cluster, nothing written
         stage(Path(plan.bundle_path), Path(plan.extra["stage"]), plan.extra.get("wheel"),
               ship_source="py_modules" in request["runtime_env"])
-        # Secret values travel only in the submission request (Ray keeps runtime_env in its GCS, like any job's).
-        env_vars.update({name: os.environ[name] for name in plan.secrets})
-        try:
-            job_id = client.submit_job(**request)
-        except Exception as exc:  # Ray raises RuntimeError with the HTTP body for refused requests
-            raise UserError(f"the Ray cluster at {plan.session} refused the job: {_first_line(exc)}") from None
+        values = {name: os.environ[name] for name in plan.secrets}
+        with contextlib.ExitStack() as stack:
+            if values:  # never in runtime_env.env_vars: Ray shows those in `ray job list` and the dashboard
+                request["runtime_env"]["working_dir"] = str(stack.enter_context(secret_working_dir(
+                    Path(plan.extra["stage"]), values)))
+            try:
+                job_id = client.submit_job(**request)
+            except Exception as exc:  # Ray raises RuntimeError with the HTTP body for refused requests
+                raise UserError(f"the Ray cluster at {plan.session} refused the job: {_first_line(exc)}") from None
         return Handle(self.name, plan.session, job_id)
 
     def _client(self, address: str) -> Any:
@@ -228,6 +244,27 @@ def stage(bundle: Path, target: Path, wheel: str | None, *, ship_source: bool) -
             raise UserError("the bundle carries no mudpuppy wheel to ship to the Ray cluster",
                             hint="set launch.ray.ship_source: false when the cluster has mudpuppy installed")
         _atomic_dir(target / "src", lambda tmp: _unpack_wheel(bundle, wheel, tmp))
+
+
+@contextlib.contextmanager
+def secret_working_dir(staged: Path, values: dict[str, str]) -> Iterator[Path]:
+    """A private copy of the job folder (the bundle, hard-linked) plus ``SECRETS_FILE`` (0600), for one submission.
+
+    Ray zips the ``working_dir`` and uploads it to the cluster inside ``submit_job``, so the folder is removed as
+    soon as that returns. Ray (2.60) restores the 0600 mode when it unpacks the zip; the job's driver reads the file
+    and deletes it (``launcher.ray_entry``). A random nonce in the file keeps the package's content hash, which
+    Ray shows as the working_dir URI, from being a hash of the secret values alone.
+    """
+    staged.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=".job-secrets-", dir=staged))  # mode 0700
+    try:
+        _link_or_copy(staged / "job" / BUNDLE_FILE, folder / BUNDLE_FILE)
+        fd = os.open(folder / SECRETS_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"nonce": secrets.token_hex(16), "values": values}, fh)
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _atomic_dir(final: Path, fill: Any) -> None:

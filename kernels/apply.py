@@ -41,15 +41,10 @@ def apply_kernels(model: nn.Module, cfg: Any) -> list[str]:
         lines.append(_apply_lora_linear(causal, ("o_proj",), "lora_o_kernel"))
     if switches.tiled_mlp:
         lines.append(_apply_tiled_mlp(causal, switches.tiled_mlp_num_shards))
-    if switches.rope:
-        lines.append("kernel liger_rope: not applied; HF's rotary embedding is already two fused elementwise ops "
-                     "on CPU and a separate kernel measured no win (see BENCHMARKS.md)")
-    if switches.layer_norm:
-        lines.append("kernel liger_layer_norm: not applied; torch's native layer_norm is already one fused op")
     if switches.fused_linear_ce:
         from mudpuppy.kernels.causal_lm import install_fused_loss
 
-        lines.append(install_fused_loss(causal))
+        lines.append(install_fused_loss(causal, num_chunks=switches.ce_num_chunks))
     return lines
 
 

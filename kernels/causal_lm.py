@@ -34,8 +34,13 @@ def _scale_attr(config: Any) -> str | None:
     return None
 
 
-def install_fused_loss(model: Any, *, label_smoothing: float = 0.0, chunk_tokens: int | None = None) -> str:
-    """Wrap ``model.forward`` (a ``*ForCausalLM``); returns a one-line description. Idempotent."""
+def install_fused_loss(model: Any, *, label_smoothing: float = 0.0, chunk_tokens: int | None = None,
+                       num_chunks: int | None = None) -> str:
+    """Wrap ``model.forward`` (a ``*ForCausalLM``); returns a one-line description. Idempotent.
+
+    ``num_chunks`` (Axolotl's ``chunked_cross_entropy_num_chunks``) splits each batch's tokens into that many
+    chunks instead of a fixed ``chunk_tokens``.
+    """
     if getattr(model, _MARK, False):
         return f"fused linear cross-entropy already on {type(model).__name__}"
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
@@ -66,10 +71,13 @@ def install_fused_loss(model: Any, *, label_smoothing: float = 0.0, chunk_tokens
         hidden = out[0]
         if shift_labels is None:
             shift_labels = F.pad(labels, (0, 1), value=ignore_index)[..., 1:]
+        chunk = chunk_tokens
+        if num_chunks:
+            chunk = max(1, -(-hidden.shape[:-1].numel() // num_chunks))
         loss = linear_cross_entropy(
             hidden, head.weight, shift_labels, bias=head.bias, ignore_index=ignore_index,
             label_smoothing=label_smoothing, softcap=softcap, num_items_in_batch=num_items,
-            chunk_tokens=chunk_tokens)
+            chunk_tokens=chunk)
         from transformers.modeling_outputs import CausalLMOutputWithPast
 
         if out_fields is None:
@@ -81,8 +89,9 @@ def install_fused_loss(model: Any, *, label_smoothing: float = 0.0, chunk_tokens
     model.forward = forward
     setattr(model, _MARK, True)
     detail = f", logit softcap {softcap}" if softcap else ""
+    size = f"1/{num_chunks} of the batch" if num_chunks else f"{chunk_tokens or 'auto'} tokens"
     return (f"kernel fused_linear_cross_entropy: {type(model).__name__} loss computed from hidden states in chunks "
-            f"of {chunk_tokens or 'auto'} tokens, logits never materialised in training{detail}")
+            f"of {size}, logits never materialised in training{detail}")
 
 
 def causal_lm_reference_loss(logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch: Any = None,

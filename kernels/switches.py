@@ -28,9 +28,7 @@ class KernelSwitches:
     tiled_mlp_num_shards: int | None = None
     rms_norm: bool = False
     glu_activation: bool = False
-    rope: bool = False
-    layer_norm: bool = False
-    ce_chunk_tokens: int | None = None
+    ce_num_chunks: int | None = None
 
     def any(self) -> bool:
         return any(v for k, v in vars(self).items() if isinstance(v, bool))
@@ -56,8 +54,7 @@ def resolve_switches(cfg: Any) -> KernelSwitches:
         lora_o=bool(_get(cfg, "lora_o_kernel")),
         tiled_mlp=bool(_get(cfg, "tiled_mlp")),
         tiled_mlp_num_shards=_get(cfg, "tiled_mlp_num_shards"),
+        ce_num_chunks=_get(cfg, "chunked_cross_entropy_num_chunks"),
         rms_norm=bool(_get(cfg, "liger_rms_norm")),
         glu_activation=bool(_get(cfg, "liger_glu_activation")),
-        rope=bool(_get(cfg, "liger_rope")),
-        layer_norm=bool(_get(cfg, "liger_layer_norm")),
     )

@@ -140,6 +140,7 @@ def build_bundle(config: Config, store: Path, *, wheel: Path | None = None,
     """
     import yaml
 
+    from mudpuppy.launcher import modules
     from mudpuppy.launcher.image import image_spec
 
     data = config.model_dump(mode="json", exclude_unset=True)
@@ -174,6 +175,10 @@ def build_bundle(config: Config, store: Path, *, wheel: Path | None = None,
             if isinstance(entry.get("chat_template_jinja"), str) and "{" not in entry["chat_template_jinja"]:
                 entry["chat_template_jinja"] = copies.add(entry["chat_template_jinja"], prefix,
                                                           f"{label}.chat_template_jinja")
+
+    for dotted in modules.config_module_paths(data):  # user strategy/transform/reward modules, importable there
+        for rel, origin in modules.local_sources(dotted):
+            copies.files.setdefault(f"{BUNDLE_DATA_DIR}/{modules.BUNDLE_PYTHON}/{rel}", str(origin.resolve()))
 
     config_text = "# Written by mudpuppy launch; paths under files/ are inside this bundle.\n" + yaml.safe_dump(
         data, sort_keys=True, allow_unicode=True

@@ -16,6 +16,7 @@ from typing import Any
 
 from mudpuppy import __version__
 from mudpuppy.launcher.errors import UserError
+from mudpuppy.launcher.scriptsafe import check_env_name, require_safe
 
 VENV = "/opt/mudpuppy"
 FLASH_ATTN = "flash-attn"
@@ -34,8 +35,21 @@ def is_python_image(base: str) -> bool:
 
 def render_dockerfile(image: dict[str, Any], *, source: str, flash_attn: bool = False,
                       torch_index: str | None = None) -> str:
-    """The Dockerfile for ``image``; ``source`` (the config's name) goes in the header only."""
-    base = image["base_image"]
+    """The Dockerfile for ``image``; ``source`` (the config's name) goes in the header only.
+
+    Instructions are one line each, so a newline in any rendered value would start a new instruction: every
+    value from outside (config file name, base image, env, pip index) is checked first (``launcher.scriptsafe``).
+    """
+    base = require_safe(image["base_image"], "the base image")
+    require_safe(source, "the config file name")
+    if torch_index:
+        require_safe(torch_index, "--torch-index")
+    for key, value in (image.get("env") or {}).items():
+        try:
+            check_env_name(key)
+        except ValueError as exc:
+            raise UserError(f"launch.env: {exc}") from None
+        require_safe(str(value), f"launch.env.{key}")
     python = image["python"]
     packages = [p for p in image.get("packages", []) if _name(p) not in ("mudpuppy", FLASH_ATTN)]
     torch = [p for p in packages if _name(p) == "torch"]
@@ -75,7 +89,8 @@ def render_dockerfile(image: dict[str, Any], *, source: str, flash_attn: bool = 
     wheel = image.get("wheel")
     if wheel:
         name = wheel.rsplit("/", 1)[-1]
-        lines += [f"COPY {name} /tmp/{name}", f"RUN python -m pip install --no-deps /tmp/{name} && rm /tmp/{name}"]
+        tmp = shlex.quote(f"/tmp/{name}")
+        lines += [f"COPY {name} /tmp/{name}", f"RUN python -m pip install --no-deps {tmp} && rm {tmp}"]
     env = image.get("env") or {}
     if env:
         lines.append("ENV " + " ".join(f"{k}={shlex.quote(str(v))}" for k, v in sorted(env.items())))

@@ -28,8 +28,10 @@ class UserError(Exception):
 class ConfigError(UserError):
     """One or more problems in a config file; each problem is its own line in ``problems``."""
 
-    def __init__(self, problems: list[str]) -> None:
+    def __init__(self, problems: list[str], *, warnings: list[str] | None = None, summary: str = "") -> None:
         self.problems = problems
+        self.warnings = list(warnings or [])  # found before the problems; the CLI prints them too
+        self.summary = summary                # "N keys used, K unsupported" when the names were checked
         super().__init__("; ".join(problems) if len(problems) == 1 else f"{len(problems)} config problems")
 
     def lines(self) -> list[str]:

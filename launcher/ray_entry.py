@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,19 +25,28 @@ from typing import Any
 from mudpuppy.launcher.contract import ENV_WORKDIR, EXIT_OK, EXIT_USER_ERROR
 
 FINAL_MARKER = "mudpuppy-final.json"
+DEFAULT_ENTRYPOINT = "mudpuppy.runtime"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mudpuppy.launcher.ray_entry")
     parser.add_argument("--spec", required=True, help="JSON written by backends.ray.job_spec")
-    spec = json.loads(parser.parse_args(argv).spec)
+    parser.add_argument("--secrets-file", help="file in the working_dir with secret values; deleted once read")
+    args = parser.parse_args(argv)
+    spec = json.loads(args.spec)
     spec["bundle"] = str(Path(spec["bundle"]).resolve())  # the job's cwd is its working_dir, holding the bundle
+    values = take_secrets(Path(args.secrets_file)) if args.secrets_file else {}
+    if values is None:
+        print(f"[mudpuppy] the secrets file {args.secrets_file} is missing: secrets are delivered once per "
+              "submission; launch the run again", file=sys.stderr, flush=True)
+        return EXIT_USER_ERROR
+    os.environ.update(values)
 
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     trainer = TorchTrainer(
-        train_loop,
+        with_secrets(values, Path(args.secrets_file).name) if values else train_loop,
         train_loop_config=spec,
         scaling_config=ScalingConfig(
             num_workers=spec["num_workers"], use_gpu=spec["use_gpu"],
@@ -60,6 +70,41 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_OK
 
 
+def take_secrets(path: Path) -> dict[str, str] | None:
+    """The secret values ``backends.ray`` packed into the working_dir; the file is deleted at once."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    path.unlink(missing_ok=True)
+    return {str(k): str(v) for k, v in data["values"].items()}
+
+
+def with_secrets(values: dict[str, str], filename: str) -> Any:
+    """The training function with the secret values inside it: Ray pickles it to each worker (object store),
+    where they become environment variables of that worker and of what it starts; nothing Ray records or shows
+    (runtime_env, train_loop_config) holds them."""
+    def train_loop_with_secrets(spec: dict[str, Any]) -> None:
+        remove_unpacked_copies(filename)
+        os.environ.update(values)
+        train_loop(spec)
+
+    return train_loop_with_secrets
+
+
+def remove_unpacked_copies(filename: str) -> None:
+    """A worker on another node has the working_dir unpacked afresh, secrets file included: delete it there.
+
+    Ray Train has already moved the worker into its own folder, so the working_dir is found where Ray started
+    the process (``cd DIR && ...`` leaves ``$PWD``) and as the first ``PYTHONPATH`` entry Ray adds for it.
+    """
+    places = {Path.cwd(), *(Path(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)}
+    if os.environ.get("PWD"):
+        places.add(Path(os.environ["PWD"]))
+    for place in places:
+        (place / filename).unlink(missing_ok=True)
+
+
 # ---------------------------------------------------------------- inside each Ray Train worker
 
 
@@ -69,6 +114,9 @@ def train_loop(spec: dict[str, Any]) -> None:
     context = ray.train.get_context()
     workdir = Path(spec["workdir"]) / spec["run_id"]
     os.environ[ENV_WORKDIR] = str(workdir)
+    if spec["entrypoint"] != DEFAULT_ENTRYPOINT:
+        run_module(spec, workdir)
+        return
 
     from mudpuppy.launcher.config import load_config
     from mudpuppy.runtime.entry import resolve_location
@@ -94,6 +142,16 @@ def train_loop(spec: dict[str, Any]) -> None:
     if code != EXIT_OK:
         raise RuntimeError(f"the runtime exited {code}")
     report_final(output_dir, workdir, rank)
+
+
+def run_module(spec: dict[str, Any], workdir: Path) -> None:
+    """A swapped ``launch.entrypoint`` (as on every backend: ``python -m MODULE BUNDLE``) in a child process with
+    the worker's environment; no Ray checkpoints are reported for it."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    code = subprocess.run([sys.executable, "-m", spec["entrypoint"], spec["bundle"]], cwd=workdir,
+                          check=False).returncode
+    if code != EXIT_OK:
+        raise RuntimeError(f"{spec['entrypoint']} exited {code}")
 
 
 def restore(checkpoint: Any, output_dir: Path, *, local_rank: int) -> str | None:

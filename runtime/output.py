@@ -21,6 +21,11 @@ def save_final(trainer: Any, cfg: Any, output_dir: Path, metrics: dict[str, Any]
     if trainer.args.should_save:
         shutil.rmtree(staged, ignore_errors=True)
     trainer.save_model(str(staged))
+    tokenizer = getattr(trainer, "processing_class", None)
+    if trainer.args.should_save and cfg.tokenizer_save_jinja_files is False and tokenizer is not None:
+        # Axolotl's switch: the chat template goes inside tokenizer_config.json, no chat_template.jinja file
+        (staged / "chat_template.jinja").unlink(missing_ok=True)
+        tokenizer.save_pretrained(str(staged), save_jinja_files=False)
     if trainer.args.should_save:
         (staged / CARD_NAME).write_text(model_card(cfg, metrics or {}))
         for item in sorted(staged.iterdir()):

@@ -43,12 +43,20 @@ def _explain(line: str, cfg: object) -> str:
 @click.pass_context
 def validate(ctx: click.Context, config_path: str) -> None:
     """Check CONFIG (names, types, conflicts) without running anything."""
-    loaded = load_with_overrides(config_path, ctx.args)
+    from mudpuppy.launcher.errors import ConfigError
+
+    try:
+        loaded = load_with_overrides(config_path, ctx.args)
+    except ConfigError as exc:
+        click.echo(f"{config_path}: {len(exc.problems)} problem(s)" + (f"; {exc.summary}" if exc.summary else ""))
+        raise
     cfg = loaded.config
-    mode = cfg.rl or ("reward model" if cfg.reward_model else "sft")
+    mode = cfg.rl or ("reward model" if cfg.reward_model
+                      else "process reward model" if cfg.process_reward_model else "sft")
     tuning = cfg.adapter or "full fine-tune"
     datasets = len(cfg.datasets or [])
-    click.echo(f"{config_path}: ok ({mode}, {tuning}, {datasets} dataset(s), backend {cfg.launch.backend})")
+    click.echo(f"{config_path}: ok ({mode}, {tuning}, {datasets} dataset(s), backend {cfg.launch.backend}); "
+               f"{loaded.summary()}")
 
 
 @config.command()

@@ -18,8 +18,14 @@ def load_with_overrides(config_path: str, extra_args: list[str]) -> Any:
     """Load CONFIG with ``--key value`` overrides typed by the schema, printing each warning once."""
     from mudpuppy.launcher.cli import warn
     from mudpuppy.launcher.config import load_config, parse_override_args
+    from mudpuppy.launcher.errors import ConfigError
 
-    loaded = load_config(config_path, parse_override_args(extra_args))
+    try:
+        loaded = load_config(config_path, parse_override_args(extra_args))
+    except ConfigError as exc:  # the warnings found before the problems still matter to the user
+        for line in exc.warnings:
+            warn(line)
+        raise
     for line in loaded.warnings:
         warn(line)
     return loaded

@@ -1,11 +1,29 @@
-"""Every key Axolotl 0.19 accepts, so an existing Axolotl config loads unchanged.
+"""Every key Axolotl accepts, so an existing Axolotl config loads unchanged.
 
 A key listed here that the schema does not implement is "known but unsupported": it loads with one warning
-(when set to something other than null/false) instead of failing as a typo. The names were read from
-Axolotl 0.19's pydantic models (``AxolotlInputConfig`` and its dataset models); they are data, not code.
+(when set to something other than null/false) instead of failing as a typo. Two sources, both data:
+
+- ``axolotl_main.json``, generated from Axolotl's current main by ``tests/data/axolotl/make_known_names.py``
+  (its pydantic models, the keys its code reads off ``cfg``, each integration plugin's args, the keys its own
+  example configs write, and the rl / chat template / optimizer name enums);
+- the 0.19 lists below (read from Axolotl 0.19's ``AxolotlInputConfig`` and dataset models), so configs written
+  for that release keep loading too.
 """
 
-TOP_LEVEL = frozenset({
+import json
+from importlib import resources
+from typing import Any
+
+
+def _load_main() -> dict[str, Any]:
+    text = (resources.files("mudpuppy.launcher.config") / "axolotl_main.json").read_text(encoding="utf-8")
+    data: dict[str, Any] = json.loads(text)
+    return data
+
+
+MAIN = _load_main()
+
+V0_19_TOP_LEVEL = frozenset({
     'accelerator_config', 'activation_offloading', 'adam_beta1', 'adam_beta2', 'adam_beta3', 'adam_epsilon',
     'adam_epsilon2', 'adapter', 'added_tokens_overrides', 'attn_implementation', 'auto_find_batch_size',
     'auto_resume_from_checkpoints', 'axolotl_config_path', 'base_model', 'base_model_config',
@@ -89,7 +107,7 @@ TOP_LEVEL = frozenset({
     'wandb_watch', 'warmup_ratio', 'warmup_steps', 'weight_decay', 'world_size', 'xformers_attention'
 })
 
-DATASET = frozenset({
+V0_19_DATASET = frozenset({
     'chat_template', 'chat_template_jinja', 'conversation', 'data_files', 'drop_system_message', 'ds_type',
     'field', 'field_chosen', 'field_human', 'field_input', 'field_instruction', 'field_messages', 'field_model',
     'field_output', 'field_rejected', 'field_thinking', 'field_tools', 'format', 'input_format',
@@ -100,3 +118,23 @@ DATASET = frozenset({
     'temperature', 'template_thinking_key', 'text_column', 'train_on_eos', 'train_on_eot',
     'train_on_last_step_only', 'trust_remote_code', 'type'
 })
+
+PLUGIN_KEYS: dict[str, str] = {key: plugin for plugin, keys in MAIN["plugin_keys"].items() for key in keys}
+"""Keys an Axolotl integration plugin adds to the config -> that plugin's package name."""
+PLUGINS: dict[str, str] = dict(MAIN["plugins"])
+"""Every ``plugins:`` entry Axolotl can load (``axolotl.integrations.<pkg>[.<module>].<Class>``) -> package."""
+IGNORED_BY_AXOLOTL = frozenset(MAIN["in_examples"]) | frozenset(MAIN["dataset_in_examples"])
+"""Keys Axolotl's own examples write that no Axolotl code reads: it ignores them, so do we (with a warning)."""
+
+TOP_LEVEL = (V0_19_TOP_LEVEL | frozenset(MAIN["top_level"]) | frozenset(MAIN["read_by_code"])
+             | frozenset(MAIN["in_examples"]) | frozenset(PLUGIN_KEYS))
+DATASET = V0_19_DATASET | frozenset(MAIN["dataset"]) | frozenset(MAIN["dataset_in_examples"])
+DATASET_TYPE_MAPPING = frozenset(MAIN["dataset_type_mapping"])
+NESTED: dict[str, frozenset[str]] = {key: frozenset(keys) for key, keys in MAIN["nested"].items()}
+"""Keys of Axolotl's nested sections (``trl:``, ``vllm:``, ``special_tokens:``, ``peft:``, ...)."""
+
+RL_TYPES = tuple(MAIN["rl"])
+CHAT_TEMPLATES = tuple(MAIN["chat_templates"])
+CUSTOM_OPTIMIZERS = tuple(MAIN["custom_optimizers"])
+STRATEGIES = frozenset(MAIN["strategies"])
+"""Axolotl's ``type:`` names: ``module[.function]`` for SFT, ``family:module[.function]`` for dpo/kto/orpo/..."""

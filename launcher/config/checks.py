@@ -1,25 +1,78 @@
-"""Cross-field rules: options that conflict or need each other.
+"""Cross-field rules and name checks: options that conflict or need each other, names nothing would resolve.
 
 Kept apart from the pydantic models so every problem is reported with the key it belongs to (and so the
-file line), all at once, instead of stopping at the first validator that raises.
+file line), all at once, instead of stopping at the first validator that raises. The rules are Axolotl's
+(``utils/schemas/validation.py`` on its main branch), never stricter: where Axolotl accepts a setting and
+ignores it, ``review`` returns a warning instead of a problem.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 
+from mudpuppy.launcher.config import axolotl_keys, names
 from mudpuppy.launcher.config.schema import Config
+from mudpuppy.launcher.config.schema.kernels import KNOWN_PLUGINS, UNSUPPORTED_PLUGINS
 
 Problem = tuple[tuple[str | int, ...], str]
 
 
 def find_conflicts(cfg: Config) -> list[Problem]:
-    return list(_conflicts(cfg))
+    return review(cfg)[0]
 
 
-def _conflicts(cfg: Config) -> Iterator[Problem]:
+def review(cfg: Config, given: frozenset[str] | set[str] = frozenset()) -> tuple[list[Problem], list[Problem]]:
+    """(problems, warnings) for a validated config; ``given`` are the top-level keys the file itself set."""
+    warnings: list[Problem] = []
+    problems = [*_conflicts(cfg, given, warnings), *_names(cfg), *_plugins(cfg, warnings)]
+    return problems, warnings
+
+
+def _names(cfg: Config) -> Iterator[Problem]:
+    """Every name the runtime will look up, checked now instead of after tokenization and model load."""
+    checks: list[tuple[tuple[str | int, ...], str | None, Callable[[str], str | None]]] = [
+              (("optimizer",), cfg.optimizer, names.check_optimizer),
+              (("lr_scheduler",), cfg.lr_scheduler, names.check_scheduler),
+              (("rl",), cfg.rl, names.check_rl),
+              (("chat_template",), cfg.chat_template, names.check_chat_template)]
+    # process reward models read token-labelled SFT rows (stepwise_supervised), not preference pairs
+    family = names.preference_family(cfg.rl, bool(cfg.reward_model) and not cfg.process_reward_model)
+    for key in ("datasets", "test_datasets"):
+        for i, ds in enumerate(getattr(cfg, key) or []):
+            checks.append(((key, i, "chat_template"), ds.chat_template, names.check_chat_template))
+            if isinstance(ds.type, str):
+                if family:
+                    checks.append(((key, i, "type"), ds.type, partial(names.check_preference_type, family=family)))
+                else:
+                    checks.append(((key, i, "type"), ds.type, names.check_sft_type))
+    for path, value, check in checks:
+        if value is not None:
+            problem = check(str(value))
+            if problem:
+                yield path, problem
+
+
+def _plugins(cfg: Config, warnings: list[Problem]) -> Iterator[Problem]:
+    for i, name in enumerate(cfg.plugins or []):
+        if name in KNOWN_PLUGINS:
+            continue
+        package = axolotl_keys.PLUGINS.get(name)
+        if package is None:
+            yield ("plugins", i), (f"{name!r} is not an Axolotl plugin mudpuppy knows "
+                                   f"(known: axolotl.integrations.<{'|'.join(sorted(UNSUPPORTED_PLUGINS))}>...)")
+        elif package in ("cut_cross_entropy", "liger"):
+            continue
+        else:
+            warnings.append((("plugins", i), f"{name} is not run by mudpuppy: "
+                             f"{UNSUPPORTED_PLUGINS.get(package, 'it has no effect here')}"))
+
+
+def _conflicts(cfg: Config, given: frozenset[str] | set[str], warnings: list[Problem]) -> Iterator[Problem]:
     if not cfg.datasets:
-        yield ("datasets",), "at least one dataset is required (datasets: - path: ... type: ...)"
+        yield ("datasets",), "at least one dataset is required (datasets: - path: ... type: ...)" + (
+            "; pretraining_dataset (streamed pretraining) is not supported by mudpuppy"
+            if "pretraining_dataset" in given else "")
     if cfg.warmup_steps and cfg.warmup_ratio:
         yield ("warmup_ratio",), "warmup_steps and warmup_ratio are mutually exclusive; keep one"
     if cfg.val_set_size and cfg.test_datasets:
@@ -32,10 +85,24 @@ def _conflicts(cfg: Config) -> Iterator[Problem]:
         yield ("saves_per_epoch",), "save_steps and saves_per_epoch are mutually exclusive; keep one"
     if cfg.save_strategy and cfg.save_steps and cfg.save_strategy != "steps":
         yield ("save_strategy",), "save_steps needs save_strategy: steps (or remove save_steps)"
-    evaluates = (cfg.eval_steps or cfg.evals_per_epoch) and cfg.eval_strategy != "no"
-    if evaluates and not cfg.val_set_size and not cfg.test_datasets:
-        key = "eval_steps" if cfg.eval_steps else "evals_per_epoch"
-        yield (key,), "evaluation needs data: set val_set_size > 0 or test_datasets"
+    if not cfg.val_set_size and not cfg.test_datasets and cfg.eval_strategy != "no":
+        # Axolotl rejects eval_steps/eval_strategy only when val_set_size: 0 is written; otherwise it runs
+        # without evaluation, and evals_per_epoch without eval data is always accepted.
+        asked = [k for k in ("eval_steps", "eval_strategy", "evals_per_epoch") if getattr(cfg, k)]
+        if "val_set_size" in given and asked and asked[0] != "evals_per_epoch":
+            yield (asked[0],), "eval_steps and eval_strategy need evaluation data: set val_set_size > 0 or " \
+                               "test_datasets"
+        elif asked:
+            warnings.append(((asked[0],), "no evaluation data (val_set_size is 0 and no test_datasets): "
+                                          "nothing is evaluated"))
+    if cfg.gradient_checkpointing == "offload_disk":
+        warnings.append((("gradient_checkpointing",), "offload_disk keeps activations in CPU memory, not on disk "
+                                                      "(mudpuppy offloads with torch's save_on_cpu)"))
+    if cfg.save_safetensors is False:
+        yield ("save_safetensors",), "save_safetensors: false is not supported with transformers 5, which always " \
+                                     "writes safetensors; remove the key"
+    if cfg.rl == "gdpo" and cfg.trl is not None and cfg.trl.multi_objective_aggregation == "sum_then_normalize":
+        yield ("trl", "multi_objective_aggregation"), "sum_then_normalize is GRPO, but rl: gdpo was selected"
     if (cfg.bf16 is True or cfg.bfloat16) and (cfg.fp16 or cfg.float16):
         yield ("fp16",), "bf16 and fp16 are mutually exclusive; keep one"
     if (cfg.load_in_4bit or cfg.load_in_8bit) and not cfg.adapter:
@@ -56,11 +123,15 @@ def _conflicts(cfg: Config) -> Iterator[Problem]:
         yield ("peft_layers_pattern",), "peft_layers_pattern needs peft_layers_to_transform"
     if cfg.adapter and cfg.unfrozen_parameters and cfg.peft_layers_to_transform:
         yield ("unfrozen_parameters",), "unfrozen_parameters cannot be combined with peft_layers_to_transform"
-    attention = [
-        k for k in ("flash_attention", "sdp_attention", "flex_attention", "eager_attention") if getattr(cfg, k)
-    ]
-    if len(attention) > 1:
-        yield (attention[1],), f"choose one attention implementation, not {' and '.join(attention)}"
+    # Axolotl: legacy flags next to attn_implementation are an error; several flags pick one by priority
+    attention = [k for k in ("flex_attention", "flash_attention", "sdp_attention", "eager_attention")
+                 if getattr(cfg, k)]
+    if attention and cfg.attn_implementation:
+        yield (attention[0],), (f"attn_implementation cannot be combined with the legacy flag {attention[0]}; "
+                                "keep only attn_implementation")
+    elif len(attention) > 1:
+        warnings.append(((attention[1],), f"several attention flags set: {attention[0]} wins "
+                                          f"({cfg.attention_implementation()})"))
     if cfg.deepspeed and (cfg.fsdp or cfg.fsdp_config is not None or cfg.fsdp_version):
         yield ("deepspeed",), "deepspeed and fsdp cannot be used together; keep one"
     if cfg.rl and cfg.sample_packing:

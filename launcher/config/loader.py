@@ -17,10 +17,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from mudpuppy.launcher.config import axolotl_keys
-from mudpuppy.launcher.config.checks import find_conflicts
+from mudpuppy.launcher.config import axolotl_keys, unsupported
+from mudpuppy.launcher.config.checks import review
 from mudpuppy.launcher.config.schema import Config
-from mudpuppy.launcher.config.schema.datasets import DatasetConfig
+from mudpuppy.launcher.config.schema.adapter import LoftQConfig, PeftConfig
+from mudpuppy.launcher.config.schema.datasets import DatasetConfig, UserDefinedFormat
+from mudpuppy.launcher.config.schema.model import SpecialTokens
+from mudpuppy.launcher.config.schema.rl import TRLSection
 from mudpuppy.launcher.config.source import ConfigSource, KeyPath, parse_yaml, read_source
 from mudpuppy.launcher.errors import ConfigError, UserError
 
@@ -30,6 +33,21 @@ class LoadedConfig:
     config: Config
     source: ConfigSource
     warnings: list[str] = field(default_factory=list)
+    used: int = 0           # keys (at any depth) the schema implements
+    unsupported: int = 0    # Axolotl keys and plugins loaded but not acted on, each with a warning
+
+    def summary(self) -> str:
+        return f"{self.used} keys used, {self.unsupported} unsupported"
+
+
+@dataclass
+class _Tally:
+    warnings: list[str] = field(default_factory=list)
+    used: int = 0
+    unsupported: int = 0
+
+    def summary(self) -> str:
+        return f"{self.used} keys used, {self.unsupported} unsupported"
 
 
 def load_config(location: str | Path, overrides: dict[str, Any] | None = None) -> LoadedConfig:
@@ -42,28 +60,41 @@ def load_config_text(text: str, name: str = "<config>", overrides: dict[str, Any
 
 
 def validate_source(source: ConfigSource, overrides: dict[str, Any]) -> LoadedConfig:
-    override_paths = _apply_overrides(source.data, overrides)
     problems: list[str] = []
-    warnings: list[str] = []
+    tally = _Tally()
+    if isinstance(source.data, dict) and source.data.get("strict") is True:
+        # Axolotl's strict: true lets the command line change only keys the file already has
+        for dotted in [k for k in overrides if k.split(".")[0] not in source.data]:
+            overrides = {k: v for k, v in overrides.items() if k != dotted}
+            tally.warnings.append(f"--{dotted}: ignored because the config sets strict: true and has no "
+                                  f"{dotted.split('.')[0]} key")
+    override_paths = _apply_overrides(source.data, overrides)
+    given = frozenset(k for k in source.data if isinstance(k, str)) if isinstance(source.data, dict) else frozenset()
 
     def where(path: KeyPath) -> str:
         if path[:1] in override_paths or path in override_paths:
             return "--" + ".".join(str(p) for p in path)
         return source.where(path)
 
-    _check_names(source.data, Config, (), where, problems, warnings)
+    _check_names(source.data, Config, (), where, problems, tally)
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(problems, warnings=tally.warnings, summary=tally.summary())
     try:
         config = Config.model_validate(source.data)
     except ValidationError as exc:
-        raise ConfigError([_describe(err, where) for err in exc.errors()]) from None
-    for path, message in find_conflicts(config):
+        raise ConfigError([_describe(err, where) for err in exc.errors()], warnings=tally.warnings,
+                          summary=tally.summary()) from None
+    found, cautions = review(config, given)
+    for path, message in cautions:
+        tally.warnings.append(f"{where(path)}: {_dotted(path)}: {message}")
+        tally.unsupported += path[:1] == ("plugins",)
+    for path, message in found:
         problems.append(f"{where(path)}: {_dotted(path)}: {message}")
     if problems:
-        raise ConfigError(problems)
-    warnings.extend(_remote_code_warnings(config, where))
-    return LoadedConfig(config=config, source=source, warnings=warnings)
+        raise ConfigError(problems, warnings=tally.warnings, summary=tally.summary())
+    tally.warnings.extend(_remote_code_warnings(config, where))
+    return LoadedConfig(config=config, source=source, warnings=tally.warnings, used=tally.used,
+                        unsupported=tally.unsupported)
 
 
 def _remote_code_warnings(config: Config, where: Any) -> list[str]:
@@ -136,7 +167,7 @@ def _check_names(
     prefix: KeyPath,
     where: Any,
     problems: list[str],
-    warnings: list[str],
+    tally: _Tally,
 ) -> None:
     if not isinstance(data, dict):
         return
@@ -148,33 +179,45 @@ def _check_names(
             problems.append(f"{where(path)}: key {key!r} must be a string")
             continue
         if key in known:
+            tally.used += 1
             annotation = model.model_fields[_canonical(model, key)].annotation
-            _check_nested(data[key], annotation, path, where, problems, warnings)
+            _check_nested(data[key], annotation, path, where, problems, tally)
             continue
         if key in axolotl_known:
             value = data.pop(key)
             if value not in (None, False, "", [], {}):
-                warnings.append(
-                    f"{where(path)}: {_dotted(path)} is an Axolotl option mudpuppy does not implement yet; ignored"
-                )
+                tally.unsupported += 1
+                tally.warnings.append(f"{where(path)}: {_dotted(path)} {_why_ignored(model, key)}; ignored")
             continue
         suggestion = difflib.get_close_matches(key, sorted(known | axolotl_known), n=1, cutoff=0.6)
         hint = f" (did you mean {suggestion[0]!r}?)" if suggestion else ""
         problems.append(f"{where(path)}: unknown key {_dotted(path)!r}{hint}")
 
 
+def _why_ignored(model: type[BaseModel], key: str) -> str:
+    """The one-line reason an Axolotl key has no effect here."""
+    reasons = unsupported.DATASET if model is DatasetConfig else unsupported.TOP_LEVEL if model is Config else {}
+    if key in reasons:
+        return f"is not supported by mudpuppy: {reasons[key]}"
+    if model is Config and key in axolotl_keys.PLUGIN_KEYS:
+        return f"belongs to Axolotl's {axolotl_keys.PLUGIN_KEYS[key]} plugin, which mudpuppy does not run"
+    if key in axolotl_keys.IGNORED_BY_AXOLOTL:
+        return "is not read by Axolotl either"
+    return "is an Axolotl option mudpuppy does not implement yet"
+
+
 def _check_nested(
-    value: Any, annotation: Any, path: KeyPath, where: Any, problems: list[str], warnings: list[str]
+    value: Any, annotation: Any, path: KeyPath, where: Any, problems: list[str], tally: _Tally
 ) -> None:
     if isinstance(value, dict):
         model = _model_in(annotation, list_item=False)
         if model is not None:
-            _check_names(value, model, path, where, problems, warnings)
+            _check_names(value, model, path, where, problems, tally)
     elif isinstance(value, list):
         model = _model_in(annotation, list_item=True)
         if model is not None:
             for index, item in enumerate(value):
-                _check_names(item, model, (*path, index), where, problems, warnings)
+                _check_names(item, model, (*path, index), where, problems, tally)
 
 
 def _model_in(annotation: Any, *, list_item: bool) -> type[BaseModel] | None:
@@ -212,11 +255,17 @@ def _canonical(model: type[BaseModel], key: str) -> str:
 
 
 def _axolotl_names(model: type[BaseModel]) -> frozenset[str]:
-    if model is Config:
-        return axolotl_keys.TOP_LEVEL - _field_names(Config)
-    if model is DatasetConfig:
-        return axolotl_keys.DATASET - _field_names(DatasetConfig)
-    return frozenset()
+    """Keys Axolotl accepts in the section ``model`` stands for (minus the ones the schema implements)."""
+    known = {
+        Config: axolotl_keys.TOP_LEVEL,
+        DatasetConfig: axolotl_keys.DATASET,
+        UserDefinedFormat: axolotl_keys.DATASET_TYPE_MAPPING,
+        TRLSection: axolotl_keys.NESTED.get("trl", frozenset()),
+        SpecialTokens: axolotl_keys.NESTED.get("special_tokens", frozenset()),
+        PeftConfig: axolotl_keys.NESTED.get("peft", frozenset()),
+        LoftQConfig: axolotl_keys.NESTED.get("loftq_config", frozenset()),
+    }.get(model, frozenset())
+    return known - _field_names(model)
 
 
 def _describe(err: Any, where: Any) -> str:

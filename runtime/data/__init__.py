@@ -40,12 +40,14 @@ def prepare(cfg: Any, tokenizer: Any = None) -> Prepared:
     train_packed = eval_packed = None
     group = cfg.sample_packing_group_size or 100_000
     bin_size = cfg.sample_packing_bin_size or 200
+    sequential = bool(cfg.sample_packing_sequentially)
     if cfg.sample_packing:
-        train_packed, stats.packing_efficiency = packing.pack_dataset(train, cfg.sequence_len, group, bin_size)
+        train_packed, stats.packing_efficiency = packing.pack_dataset(train, cfg.sequence_len, group, bin_size,
+                                                                      sequential=sequential)
         stats.packed_bins = len(train_packed)
     if evaluation is not None and pipeline.eval_packing(cfg):
         capacity = cfg.eval_sequence_len or cfg.sequence_len
-        eval_packed, _ = packing.pack_dataset(evaluation, capacity, group, bin_size)
+        eval_packed, _ = packing.pack_dataset(evaluation, capacity, group, bin_size, sequential=sequential)
     return Prepared(train, evaluation, train_packed, eval_packed, stats)
 
 

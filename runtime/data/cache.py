@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from mudpuppy.launcher import modules
+
 FORMAT_VERSION = 1
 CONFIG_KEYS = (
     "sequence_len", "eval_sequence_len", "train_on_inputs", "sample_packing", "eval_sample_packing",
@@ -64,6 +66,9 @@ def fingerprint(cfg: Any, tokenizer: Any) -> str:
             h.update(json.dumps(ds.model_dump(mode="json"), sort_keys=True).encode())
             if ds.path and Path(ds.path).exists():
                 _hash_path(h, Path(ds.path))
+            if isinstance(ds.type, str):  # a user strategy module: its source decides the rows
+                for _, source in modules.local_sources(ds.type):
+                    h.update(source.read_bytes())
         h.update(b"|")
     h.update(tokenizer_digest(tokenizer).encode())
     return h.hexdigest()[:32]

@@ -19,8 +19,9 @@ log = logging.getLogger(__name__)
 JINJA = "jinja"
 TOKENIZER_DEFAULT = "tokenizer_default"
 FALLBACK_PREFIX = "tokenizer_default_fallback_"
-# Names are exactly Axolotl 0.19's template names (its ChatTemplate enum plus phi_4, which it ships as a file):
-# a name Axolotl would reject is rejected here too, so a config never means different things in the two tools.
+# Names are exactly the template files Axolotl ships (36, the same in 0.19 and current main), their text copied
+# verbatim: a name Axolotl would reject is rejected here too, so a config never means different things in the
+# two tools.
 
 
 @cache

@@ -21,7 +21,8 @@ give the same boundaries); with SDPA/eager build a block-diagonal causal mask fr
 The algorithm: rows are taken in groups of ``sample_packing_group_size`` (in dataset order), each group sorted
 by length descending and placed into the first open bin with room, bins holding at most
 ``sample_packing_bin_size`` samples. Every row lands in exactly one bin (rows longer than ``sequence_len`` were
-dropped or truncated earlier).
+dropped or truncated earlier). ``sample_packing_sequentially`` keeps dataset order instead, as Axolotl's
+sequential allocator does: each row goes into the current bin if it fits, else opens the next one.
 """
 
 from __future__ import annotations
@@ -32,11 +33,13 @@ import numpy as np
 
 
 def pack_lengths(lengths: np.ndarray | list[int], capacity: int, group_size: int = 100_000,
-                 bin_size: int = 200) -> list[list[int]]:
-    """Row indices per bin. First-fit decreasing within each group of ``group_size`` rows."""
+                 bin_size: int = 200, sequential: bool = False) -> list[list[int]]:
+    """Row indices per bin. First-fit decreasing within each group of ``group_size`` rows (or in order)."""
     lengths = np.asarray(lengths, dtype=np.int64)
     if (lengths > capacity).any():
         raise ValueError(f"a row is longer than the bin capacity {capacity}")
+    if sequential:
+        return _pack_in_order(lengths, capacity)
     bins: list[list[int]] = []
     group_size = max(1, group_size)
     bin_size = max(1, bin_size)
@@ -68,7 +71,20 @@ def pack_lengths(lengths: np.ndarray | list[int], capacity: int, group_size: int
     return bins
 
 
-def pack_dataset(rows: Any, capacity: int, group_size: int = 100_000, bin_size: int = 200) -> tuple[Any, float]:
+def _pack_in_order(lengths: np.ndarray, capacity: int) -> list[list[int]]:
+    bins: list[list[int]] = []
+    room = 0
+    for index, size in enumerate(lengths.tolist()):
+        if not bins or size > room:
+            bins.append([])
+            room = capacity
+        bins[-1].append(index)
+        room -= size
+    return bins
+
+
+def pack_dataset(rows: Any, capacity: int, group_size: int = 100_000, bin_size: int = 200,
+                 sequential: bool = False) -> tuple[Any, float]:
     """Packed ``datasets.Dataset`` (format above) and its efficiency: real tokens / (bins * capacity).
 
     Built with Arrow take/flatten on the token columns, so packing 100k rows costs no per-token Python.
@@ -81,7 +97,7 @@ def pack_dataset(rows: Any, capacity: int, group_size: int = 100_000, bin_size: 
     lengths = pc.list_value_length(table.column("input_ids")).to_numpy(zero_copy_only=False).astype(np.int64)
     if not len(lengths):
         return datasets.Dataset.from_dict({k: [] for k in PACKED_COLUMNS}), 0.0
-    bins = pack_lengths(lengths, capacity, group_size, bin_size)
+    bins = pack_lengths(lengths, capacity, group_size, bin_size, sequential=sequential)
     order = np.fromiter((i for b in bins for i in b), dtype=np.int64, count=len(lengths))
     per_bin = np.array([len(b) for b in bins], dtype=np.int64)
     ordered_lengths = lengths[order]

@@ -90,6 +90,11 @@ def tokenize_entry(cfg: Any, ds: Any, tokenizer: Any, split: str, stats: Stats) 
                         hint="set type (alpaca, chat_template, completion, ...) or give pre-tokenized rows")
     strategy = build_strategy(cfg, ds, tokenizer)
     source = ds.path
+    if strategy.name == "stepwise_supervised" and "labels" in raw.column_names:
+        import datasets
+
+        # the source's true/false step labels column would otherwise type the output labels as bool
+        raw = raw.cast_column("labels", datasets.Sequence(datasets.Value("int64")))
     columns = raw.column_names
 
     def run(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:

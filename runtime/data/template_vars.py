@@ -1,8 +1,7 @@
 """Which message properties a chat template reads, so unmapped fields (tool_calls, name, reasoning_content...)
 reach the template only when it uses them.
 
-The rule matches Axolotl's analysis of the template AST: properties read (``.x``, ``['x']``, ``.x is defined``)
-on the messages variable, on variables assigned from it, and on the conventional ``message`` loop variable.
+The rule is what Axolotl's analysis of the template AST yields (see ``message_vars``).
 """
 
 from __future__ import annotations
@@ -32,32 +31,22 @@ def _base(node: nodes.Node) -> str | None:
 
 @cache
 def message_vars(template: str, field_messages: str = "messages") -> frozenset[str]:
+    """Properties read on a variable named ``message`` (``.x``, ``['x']``, ``.x is defined``).
+
+    That is what Axolotl's analyzer yields in practice: it traces ``messages`` and the variables assigned from
+    it only after its first pass has filled its tables, so on the single call its chat-template strategy makes
+    just the conventional ``message`` loop variable counts (a template looping ``for msg in messages`` gets no
+    extra fields there, e.g. exaone4's ``tool_calls``). Following it keeps rendered rows equal to Axolotl's.
+    ``field_messages`` is accepted for the caller's sake and, as there, does not change the answer.
+    """
+    del field_messages
     env = Environment(extensions=[_GenerationTag, "jinja2.ext.loopcontrols"])
-    ast = env.parse(template)
-    props: dict[str, set[str]] = {}
-    assigned_from: dict[str, str] = {}
-    for node in ast.find_all((nodes.Getattr, nodes.Getitem, nodes.Assign, nodes.For)):
-        if isinstance(node, nodes.Getattr):
-            base = _base(node.node)
-            if base:
-                props.setdefault(base, set()).add(node.attr)
-        elif isinstance(node, nodes.Getitem):
-            base = _base(node.node)
-            if base and isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
-                props.setdefault(base, set()).add(node.arg.value)
-        elif isinstance(node, nodes.Assign):
-            source = _base(node.node)
-            if isinstance(node.target, nodes.Name) and source:
-                assigned_from[node.target.name] = source
     found: set[str] = set()
-    seen: set[str] = set()
-    todo = [field_messages]
-    while todo:
-        name = todo.pop()
-        if name in seen:
+    for node in env.parse(template).find_all((nodes.Getattr, nodes.Getitem)):
+        if _base(node.node) != "message":
             continue
-        seen.add(name)
-        found |= props.get(name, set())
-        todo.extend(target for target, source in assigned_from.items() if source == name)
-    found |= props.get("message", set())
+        if isinstance(node, nodes.Getattr):
+            found.add(node.attr)
+        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+            found.add(node.arg.value)
     return frozenset(found)

@@ -25,7 +25,7 @@ def lora_config(cfg: Any, model: Any) -> Any:
         "lora_dropout": cfg.lora_dropout or 0.0,
         "target_modules": targets,
         "bias": "none",
-        "task_type": "CAUSAL_LM",
+        "task_type": task_type(model),
     }
     if cfg.lora_modules_to_save:
         kwargs["modules_to_save"] = list(cfg.lora_modules_to_save)
@@ -45,6 +45,17 @@ def lora_config(cfg: Any, model: Any) -> Any:
         kwargs["init_lora_weights"] = "loftq"
         kwargs["loftq_config"] = LoftQConfig(loftq_bits=cfg.peft.loftq_config.loftq_bits)
     return LoraConfig(**kwargs)
+
+
+def task_type(model: Any) -> str:
+    """Classification heads (reward / process reward models) get peft's SEQ_CLS / TOKEN_CLS, which also trains
+    and saves the new head, as Axolotl picks them; everything else is CAUSAL_LM."""
+    name = type(model).__name__
+    if "SequenceClassification" in name:
+        return "SEQ_CLS"
+    if "TokenClassification" in name:
+        return "TOKEN_CLS"
+    return "CAUSAL_LM"
 
 
 def target_modules(cfg: Any, model: Any) -> list[str] | str:

@@ -11,7 +11,8 @@ from typing import Any
 
 
 def is_rl(cfg: Any) -> bool:
-    return bool(cfg.rl or cfg.reward_model or cfg.process_reward_model)
+    """Process reward models train on ``MudpuppyTrainer`` (token classification), not on a TRL trainer."""
+    return bool(cfg.rl or cfg.reward_model)
 
 
 def build_rl_trainer(cfg: Any, **kwargs: Any) -> Any:

@@ -18,7 +18,7 @@ GRPO_PASSTHROUGH = (
     "mask_truncated_completions", "temperature", "top_p", "top_k", "min_p", "repetition_penalty",
     "generation_kwargs", "sync_ref_model", "ref_model_mixup_alpha", "ref_model_sync_steps", "log_completions",
     "num_completions_to_print", "use_vllm", "vllm_mode", "vllm_server_host", "vllm_server_port",
-    "vllm_server_timeout", "vllm_gpu_memory_utilization",
+    "vllm_server_timeout", "vllm_gpu_memory_utilization", "multi_objective_aggregation",
 )
 
 
@@ -30,6 +30,8 @@ class RLPlan:
 
 
 def mode_of(cfg: Any) -> str:
+    if cfg.rl == "gdpo":  # GDPO is TRL's GRPO trainer normalising each reward before summing (as in Axolotl)
+        return "grpo"
     if cfg.rl:
         return str(cfg.rl)
     if cfg.process_reward_model:
@@ -82,6 +84,8 @@ def plan_rl(cfg: Any, base_args: dict[str, Any], *, device: str) -> RLPlan:
     if mode == "grpo":
         _grpo(cfg, kwargs, device)
         return RLPlan(mode, "GRPOConfig", kwargs)
+    if cfg.center_rewards_coefficient is not None:
+        kwargs["center_rewards_coefficient"] = float(cfg.center_rewards_coefficient)
     return RLPlan("reward", "RewardConfig", kwargs)
 
 
@@ -122,6 +126,8 @@ def _grpo(cfg: Any, kwargs: dict[str, Any], device: str) -> None:
         value = getattr(trl, key)
         if value is not None:
             kwargs[key] = value
+    if cfg.rl == "gdpo":
+        kwargs.setdefault("multi_objective_aggregation", "normalize_then_sum")
     if trl.use_vllm and device != "cuda":
         raise UserError(f"trl.use_vllm: vLLM generation needs a CUDA GPU; this run is on {device}",
                         hint="set trl.use_vllm: false to generate with transformers")

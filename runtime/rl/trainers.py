@@ -77,6 +77,8 @@ def build_rl_trainer(cfg: Any, *, model: Any, tokenizer: Any, train_dataset: Any
         "save_total_limit": plan.save_total_limit,
         "loraplus": plan.loraplus,
         "constant_lr": plan.constant_lr,
+        "embedding_lr": plan.embedding_lr,
+        "offload_activations": plan.offload_activations,
     }
     if rl.mode in NEEDS_REFERENCE and not _is_peft(model) and not cfg.precompute_ref_log_probs:
         kwargs["ref_model"] = frozen_copy(model)

@@ -9,12 +9,12 @@ checkpoints only), so transformers never sees it.
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from mudpuppy.launcher.config import names
 from mudpuppy.launcher.errors import UserError
 from mudpuppy.runtime.env import Env
 from mudpuppy.runtime.model.precision import Precision
@@ -31,6 +31,8 @@ class TrainPlan:
     loraplus: dict[str, float] | None = None
     constant_lr: tuple[float, float] | None = None
     env_vars: dict[str, str] = field(default_factory=dict)
+    embedding_lr: tuple[str, float] | None = None   # ("scale", x) or ("lr", x): Axolotl's embedding param group
+    offload_activations: bool = False               # gradient_checkpointing: offload -> saved tensors on CPU
 
 
 def gradient_accumulation(cfg: Any, world_size: int) -> int:
@@ -58,6 +60,8 @@ def plan_training(cfg: Any, *, precision: Precision, env: Env, train_rows: int, 
         "optim": optimizer_name(cfg.optimizer),
         "weight_decay": cfg.weight_decay or 0.0,
         "seed": cfg.seed if cfg.seed is not None else 42,
+        # the sampler's order, explicitly: accelerate otherwise reads torch.initial_seed() when it builds it
+        "data_seed": cfg.seed if cfg.seed is not None else 42,
         "bf16": precision.mode == "bf16",
         "fp16": precision.mode == "fp16",
         "use_cpu": precision.device == "cpu",
@@ -90,7 +94,6 @@ def plan_training(cfg: Any, *, precision: Precision, env: Env, train_rows: int, 
         if getattr(cfg, key) is not None:
             args[key] = getattr(cfg, key)
     if cfg.gradient_checkpointing:
-        # "offload"/"offload_disk" (Axolotl's activation offloading) fall back to plain recomputation here
         args["gradient_checkpointing"] = True
         args["gradient_checkpointing_kwargs"] = cfg.gradient_checkpointing_kwargs or {"use_reentrant": False}
 
@@ -99,7 +102,16 @@ def plan_training(cfg: Any, *, precision: Precision, env: Env, train_rows: int, 
                      save_total_limit=cfg.save_total_limit)
     if cfg.cosine_constant_lr_ratio is not None:
         plan.constant_lr = (cfg.cosine_min_lr_ratio or 0.0, cfg.cosine_constant_lr_ratio)
+    # "offload"/"offload_disk": checkpointed activations (the tensors autograd saves) are kept in CPU memory
+    plan.offload_activations = cfg.gradient_checkpointing in ("offload", "offload_disk")
+    if cfg.embedding_lr_scale:  # Axolotl: the scale wins over an absolute embedding_lr
+        plan.embedding_lr = ("scale", float(cfg.embedding_lr_scale))
+    elif cfg.embedding_lr:
+        plan.embedding_lr = ("lr", float(cfg.embedding_lr))
     if cfg.loraplus_lr_ratio:
+        if plan.embedding_lr:
+            raise UserError("embedding_lr/embedding_lr_scale cannot be combined with loraplus_lr_ratio",
+                            hint="LoRA+ sets its own embedding learning rate (loraplus_lr_embedding)")
         if not cfg.adapter:
             raise UserError("loraplus_lr_ratio needs adapter: lora (LoRA+ scales the LoRA B matrices)")
         plan.loraplus = {"ratio": cfg.loraplus_lr_ratio, "embedding": cfg.loraplus_lr_embedding or 1e-6}
@@ -119,14 +131,11 @@ def plan_training(cfg: Any, *, precision: Precision, env: Env, train_rows: int, 
 
 
 def optimizer_name(name: str | None) -> str:
-    from transformers.training_args import OptimizerNames
-
+    """The ``optim`` name, checked against the registry ``config validate`` uses (``launcher.config.names``)."""
     name = name or "adamw_torch_fused"
-    valid = [o.value for o in OptimizerNames]
-    if name not in valid:
-        close = difflib.get_close_matches(name, valid, n=1)
-        hint = f"did you mean {close[0]!r}?" if close else "see transformers' OptimizerNames"
-        raise UserError(f"optimizer: {name!r} is not an optimizer transformers knows", hint=hint)
+    problem = names.check_optimizer(name)
+    if problem:
+        raise UserError(f"optimizer: {problem}")
     if ("8bit" in name or "paged" in name or name.startswith("lion")) and not _has_bitsandbytes():
         raise UserError(f"optimizer: {name} needs bitsandbytes (a CUDA GPU)", hint="use adamw_torch on this machine")
     return name
@@ -139,8 +148,6 @@ def _has_bitsandbytes() -> bool:
 
 
 def _schedule(cfg: Any, args: dict[str, Any]) -> None:
-    from transformers.trainer_utils import SchedulerType
-
     name = cfg.lr_scheduler or "cosine"
     kwargs = dict(cfg.lr_scheduler_kwargs or {})
     if cfg.cosine_min_lr_ratio is not None and cfg.cosine_constant_lr_ratio is None:
@@ -148,13 +155,9 @@ def _schedule(cfg: Any, args: dict[str, Any]) -> None:
             raise UserError(f"cosine_min_lr_ratio needs lr_scheduler: cosine (got {name})")
         name = "cosine_with_min_lr"
         kwargs["min_lr_rate"] = cfg.cosine_min_lr_ratio
-    if name == "one_cycle":
-        raise UserError("lr_scheduler: one_cycle is not supported by mudpuppy yet; use cosine or linear")
-    valid = [s.value for s in SchedulerType]
-    if name not in valid:
-        close = difflib.get_close_matches(name, valid, n=1)
-        raise UserError(f"lr_scheduler: {name!r} is unknown", hint=f"did you mean {close[0]!r}?" if close else
-                        "use one of " + ", ".join(valid))
+    problem = names.check_scheduler(name)
+    if problem:
+        raise UserError(f"lr_scheduler: {problem}", hint="use one of " + ", ".join(names.SCHEDULERS))
     args["lr_scheduler_type"] = name
     if kwargs:
         args["lr_scheduler_kwargs"] = kwargs

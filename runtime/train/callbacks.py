@@ -110,6 +110,14 @@ class LossWatchdogCallback(TrainerCallback):
                       f"{self.strikes} logs; stopping", file=sys.stderr, flush=True)
 
 
+class SaveFirstStepCallback(TrainerCallback):
+    """``save_first_step``: a checkpoint right after step 1 (catches a broken save path before hours pass)."""
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step == 1:
+            control.should_save = True
+
+
 class PreemptionCallback(TrainerCallback):
     """After each optimizer step: if a preemption signal arrived, save now and stop."""
 
@@ -123,6 +131,28 @@ class PreemptionCallback(TrainerCallback):
             control.should_save = True
             control.should_evaluate = False
             control.should_training_stop = True
+
+
+class NothingLeftToTrain(Exception):
+    """Raised by ``EndReachedCallback``: the resumed checkpoint already is the last step."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"resumed at step {step}, the last one")
+        self.step = step
+
+
+class EndReachedCallback(TrainerCallback):
+    """Stop before any step when the resumed checkpoint is already at ``max_steps``.
+
+    transformers checks ``max_steps`` only after a step, so resuming ``checkpoint-12`` of a 12-step run (the
+    final outputs were lost after the last checkpoint) trained step 13/12, with the schedule wrapping around.
+    ``on_train_begin`` runs after the checkpoint's weights and state are loaded; the caller catches the
+    exception and writes the final outputs from those weights.
+    """
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.max_steps > 0 and state.global_step >= state.max_steps:
+            raise NothingLeftToTrain(state.global_step)
 
 
 def _truncate_after(path: Path, step: int) -> None:

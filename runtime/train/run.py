@@ -70,16 +70,28 @@ def _run(cfg: Any, env: Env, watcher: Any, stream: TextIO, extra_callbacks: list
     from mudpuppy.runtime.parallel.deepspeed import keep_out_unless_configured
 
     keep_out_unless_configured(cfg)  # before transformers/accelerate look for it
+    output_dir = Path(cfg.output_dir)
     from mudpuppy.runtime.model import build_model, resolve_precision
 
     precision = resolve_precision(cfg)
-    output_dir = Path(cfg.output_dir)
     _quiet_libraries()
     from mudpuppy.runtime.train.args import plan_training
 
     # trainer settings are checked before minutes of tokenization, not after
     plan_training(cfg, precision=precision, env=env, train_rows=1,
                   has_eval=bool(cfg.val_set_size or cfg.test_datasets))
+    from mudpuppy.runtime.checkpoints.completion import find_completion, volume_url
+
+    # a relaunch of a finished run (a retry after the last upload, a late requeue, the same command typed
+    # again) says so and leaves everything as it is: checked once the config is known to be valid, before
+    # anything is read, built or written
+    finished = find_completion(cfg, output_dir)
+    if finished is not None:
+        _say(stream, env, finished.line(output_dir, volume_url(cfg)))
+        return EXIT_OK
+    from mudpuppy.runtime.seeding import seed_everything, seed_of
+
+    seed_everything(seed_of(cfg), device=precision.device)  # before anything random is built or drawn
 
     from mudpuppy.runtime.data import prepare_datasets
     from mudpuppy.runtime.tokenizer import load_tokenizer
@@ -97,6 +109,8 @@ def _run(cfg: Any, env: Env, watcher: Any, stream: TextIO, extra_callbacks: list
     from mudpuppy.runtime import parallel
 
     zero3_init = parallel.before_model_load(cfg, env, precision)  # noqa: F841 (kept alive while loading)
+    # again: model and adapter init must not depend on what the data stage drew (a cache hit draws nothing)
+    seed_everything(seed_of(cfg), device=precision.device)
     model, kernels = build_model(cfg, tokenizer, precision)
     model = parallel.prepare_model(model, cfg, env)
     for name in kernels:
@@ -108,7 +122,14 @@ def _run(cfg: Any, env: Env, watcher: Any, stream: TextIO, extra_callbacks: list
 
     from mudpuppy.runtime.checkpoints.atomic import clear_staging
     from mudpuppy.runtime.train.args import apply_env
-    from mudpuppy.runtime.train.callbacks import LossWatchdogCallback, PreemptionCallback, ProgressCallback
+    from mudpuppy.runtime.train.callbacks import (
+        EndReachedCallback,
+        LossWatchdogCallback,
+        NothingLeftToTrain,
+        PreemptionCallback,
+        ProgressCallback,
+        SaveFirstStepCallback,
+    )
     from mudpuppy.runtime.train.collator import build_collator
     from mudpuppy.runtime.train.trainer import MudpuppyTrainer
 
@@ -129,7 +150,10 @@ def _run(cfg: Any, env: Env, watcher: Any, stream: TextIO, extra_callbacks: list
         callbacks.append(LossWatchdogCallback(cfg.loss_watchdog_threshold, cfg.loss_watchdog_patience or 3))
     if cfg.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+    if cfg.save_first_step:
+        callbacks.append(SaveFirstStepCallback())
     callbacks.extend(extra_callbacks)
+    callbacks.append(EndReachedCallback())
 
     from mudpuppy.runtime.rl import build_rl_trainer, is_rl
 
@@ -148,6 +172,8 @@ def _run(cfg: Any, env: Env, watcher: Any, stream: TextIO, extra_callbacks: list
             save_total_limit=plan.save_total_limit,
             loraplus=plan.loraplus,
             constant_lr=plan.constant_lr,
+            embedding_lr=plan.embedding_lr,
+            offload_activations=plan.offload_activations,
         )
     parallel.prepare_trainer(trainer, cfg, env)
     trainer.remove_callback(PrinterCallback)
@@ -166,7 +192,13 @@ def _run(cfg: Any, env: Env, watcher: Any, stream: TextIO, extra_callbacks: list
                       + (f", resuming from {resume}" if resume else "")
                       + f" (setup {time.monotonic() - started:.1f}s)")
 
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    try:
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        metrics = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}
+    except NothingLeftToTrain as end:
+        _say(stream, env, f"{resume} is at step {end.step}, the last one: writing the final outputs from it, "
+                          "training nothing")
+        metrics = {}
     if preemption.preempted:
         volume.close()  # the preemption checkpoint must reach the volume before we exit
         _say(stream, env, f"checkpoint saved at step {trainer.state.global_step}; exiting {EXIT_REQUEUE} for requeue")
@@ -175,9 +207,16 @@ def _run(cfg: Any, env: Env, watcher: Any, stream: TextIO, extra_callbacks: list
 
     from mudpuppy.runtime.output import save_final
 
-    metrics = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}
+    if cfg.include_tokens_per_second and metrics.get("train_runtime"):
+        # Axolotl's end-of-training throughput: real (non-pad) tokens seen over the training wall time
+        metrics["train_tokens_per_second"] = trainer.state.num_input_tokens_seen / metrics["train_runtime"]
+        _say(stream, env, f"train_tokens_per_second: {metrics['train_tokens_per_second']:.1f}")
     save_final(trainer, cfg, output_dir, metrics)
     volume.finish()
+    if trainer.args.should_save:  # last: from here on a relaunch finds the run complete and does nothing
+        from mudpuppy.runtime.checkpoints.completion import mark_complete
+
+        mark_complete(output_dir, trainer.state.global_step)
     _say(stream, env, f"done: {output_dir}")
     return EXIT_OK
 

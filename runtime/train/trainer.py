@@ -1,8 +1,10 @@
 """HF ``Trainer`` with mudpuppy's checkpoint protocol, token counting, LoRA+ and the constant-tail cosine.
 
-Only four hooks change: checkpoints are staged and published atomically (``runtime.checkpoints.atomic``),
-the collator's real-token count feeds tokens/s, ``loraplus_lr_ratio`` builds peft's LoRA+ optimizer, and
-``cosine_constant_lr_ratio`` gets its schedule. Everything else is stock transformers.
+Only a few hooks change: checkpoints are staged and published atomically (``runtime.checkpoints.atomic``),
+the collator's real-token count feeds tokens/s, ``loraplus_lr_ratio`` builds peft's LoRA+ optimizer,
+``embedding_lr``/``embedding_lr_scale`` put embeddings and the LM head in their own param group (Axolotl's
+grouping), ``gradient_checkpointing: offload`` keeps saved activations in CPU memory (torch's
+``save_on_cpu``), and ``cosine_constant_lr_ratio`` gets its schedule. Everything else is stock transformers.
 """
 
 from __future__ import annotations
@@ -19,10 +21,13 @@ from mudpuppy.runtime.train.collator import REAL_TOKENS_KEY
 
 class MudpuppyTrainer(Trainer):
     def __init__(self, *args: Any, save_total_limit: int | None = None, loraplus: dict[str, float] | None = None,
-                 constant_lr: tuple[float, float] | None = None, **kwargs: Any) -> None:
+                 constant_lr: tuple[float, float] | None = None, embedding_lr: tuple[str, float] | None = None,
+                 offload_activations: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.mp_save_total_limit = save_total_limit
         self.mp_loraplus = loraplus
+        self.mp_embedding_lr = embedding_lr
+        self.mp_offload_activations = offload_activations
         self.mp_constant_lr = constant_lr  # (cosine_min_lr_ratio, cosine_constant_lr_ratio)
         self.published: list[Path] = []
 
@@ -63,6 +68,14 @@ class MudpuppyTrainer(Trainer):
         inputs.pop(REAL_TOKENS_KEY, None)
         return super().compute_loss(model, inputs, *args, **kwargs)
 
+    def training_step(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        if not self.mp_offload_activations:
+            return super().training_step(model, inputs, *args, **kwargs)
+        import torch
+
+        with torch.autograd.graph.save_on_cpu(pin_memory=torch.cuda.is_available()):
+            return super().training_step(model, inputs, *args, **kwargs)
+
     def prediction_step(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         inputs = {k: v for k, v in inputs.items() if k != REAL_TOKENS_KEY}
         return super().prediction_step(model, inputs, *args, **kwargs)
@@ -78,6 +91,8 @@ class MudpuppyTrainer(Trainer):
 
     # ---------------------------------------------------------------- optimizer / schedule
     def create_optimizer(self, model: Any = None) -> Any:
+        if self.optimizer is None and self.mp_embedding_lr is not None:
+            return self._create_embedding_lr_optimizer()
         if self.mp_loraplus is None or self.optimizer is not None:
             return super().create_optimizer(*([model] if model is not None else []))
         from peft.optimizers import create_loraplus_optimizer
@@ -96,6 +111,28 @@ class MudpuppyTrainer(Trainer):
         )
         return self.optimizer
 
+    def _create_embedding_lr_optimizer(self) -> Any:
+        """Three groups as in Axolotl: decayed weights, embeddings + LM head (own lr, no decay), the rest."""
+        opt_model: Any = self.model
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        lr = optimizer_kwargs.pop("lr", self.args.learning_rate)
+        kind, value = self.mp_embedding_lr or ("scale", 1.0)
+        decay = set(self.get_decay_parameter_names(opt_model))
+        groups: dict[str, list[Any]] = {"decay": [], "embeddings": [], "no_decay": []}
+        for name, param in opt_model.named_parameters():
+            if not param.requires_grad:
+                continue
+            if is_embedding_parameter(name):
+                groups["embeddings"].append(param)
+            else:
+                groups["decay" if name in decay else "no_decay"].append(param)
+        settings = {"decay": (self.args.weight_decay, lr), "no_decay": (0.0, lr),
+                    "embeddings": (0.0, lr * value if kind == "scale" else value)}
+        param_groups = [{"params": params, "weight_decay": settings[key][0], "lr": settings[key][1]}
+                        for key, params in groups.items() if params]
+        self.optimizer = optimizer_cls(param_groups, lr=lr, **optimizer_kwargs)
+        return self.optimizer
+
     def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
         if self.mp_constant_lr is None or self.lr_scheduler is not None:
             return super().create_scheduler(num_training_steps, optimizer)
@@ -110,6 +147,11 @@ class MudpuppyTrainer(Trainer):
         )
         self._created_lr_scheduler = True
         return self.lr_scheduler
+
+
+def is_embedding_parameter(name: str) -> bool:
+    """Axolotl's embedding group: token embeddings, the LM head, and peft's trainable copies of them."""
+    return name.endswith("modules_to_save.default.weight") or "embed_tokens" in name or "lm_head" in name
 
 
 def cosine_with_constant_tail(warmup: int, total: int, min_ratio: float, constant_ratio: float) -> Any:

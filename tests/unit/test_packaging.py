@@ -44,6 +44,7 @@ def test_wheel_contains_code_and_templates(tmp_path: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "mudpuppy/launcher/cli/__init__.py" in names
     assert "mudpuppy/launcher/config/schema/root.py" in names
+    assert "mudpuppy/launcher/config/axolotl_main.json" in names  # the known-key data the loader reads
     assert "mudpuppy/templates/examples/tiny-alpaca.yml" in names
     assert "mudpuppy/templates/examples/tiny-llama/tokenizer.json" in names
     assert "mudpuppy/templates/examples/data/alpaca_tiny.jsonl" in names

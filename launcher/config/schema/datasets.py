@@ -43,18 +43,14 @@ class DatasetConfig(Section):
     data_files: str | list[str] | None = None
     name: str | None = None
     split: str | None = None
-    train_on_split: str | None = None
     revision: str | None = None
     trust_remote_code: bool | None = False
     shards: int | None = None
     shards_idx: int | None = None
     preprocess_shards: int | None = None
-    input_transform: str | None = None
 
     # completion / instruction fields
     field: str | None = None
-    field_human: str | None = None
-    field_model: str | None = None
     conversation: str | None = None
     input_format: str | None = None
 
@@ -78,7 +74,6 @@ class DatasetConfig(Section):
     train_on_eot: TrainOnEos | None = None
     train_on_inputs: bool | None = None
     drop_system_message: bool | None = None
-    logprobs_field: str | None = None
     temperature: float | None = None
 
     # preference data
@@ -86,6 +81,11 @@ class DatasetConfig(Section):
     field_chosen: str | None = None
     field_rejected: str | None = None
     field_label: str | None = None
+
+    # stepwise_supervised (process reward models)
+    step_separator: str | None = None
+    max_completion_length: int | None = Field(None, ge=1)
+    train_on_last_step_only: bool | None = None
 
     def label(self) -> str:
         return self.path or "<dataset>"
@@ -120,7 +120,7 @@ class DataSection(Section):
     pad_to_multiple_of: int | None = None
     sample_packing_group_size: int | None = 100_000
     sample_packing_bin_size: int | None = 200
-    sample_packing_sequentially: bool | None = None
+    sample_packing_sequentially: bool | None = Field(None, description="Pack rows in dataset order (next fit).")
     train_on_inputs: bool | None = False
     max_prompt_len: int | None = None
 

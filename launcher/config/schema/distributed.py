@@ -23,7 +23,6 @@ class DistributedSection(Section):
     ring_attn_func: str | None = Field(
         None, description="Context-parallel exchange: allgather (default), ulysses, or Axolotl's ring names."
     )
-    dp_shard_size: int | None = Field(None, ge=1)
     ddp_timeout: int | None = None
     ddp_bucket_cap_mb: int | None = None
     ddp_broadcast_buffers: bool | None = None

@@ -5,13 +5,39 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from mudpuppy.launcher.config.schema.base import Section
+from mudpuppy.launcher.scriptsafe import check_env_name, check_text
 
 BackendName = Literal["local", "ssh", "slurm", "ray", "skypilot", "modal"]
 _GPU_SPEC = re.compile(r"^(?:(?P<kind>[A-Za-z][A-Za-z0-9_.-]*)(?::(?P<count>\d+))?|(?P<bare>\d+))$")
 _SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class LaunchPart(Section):
+    """Base of every ``launch:`` section: each text value in it (lists and mappings too) ends up in a rendered job
+    script, so none may hold a control character (``launcher.scriptsafe``); checked per key for precise errors."""
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _script_safe(cls, value: Any) -> Any:
+        _check_texts(value)
+        return value
+
+
+def _check_texts(value: Any) -> None:
+    if isinstance(value, str):
+        check_text(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_texts(key)
+            _check_texts(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _check_texts(item)
+    elif not isinstance(value, BaseModel | int | float | bool | None):
+        _check_texts(str(value))
 
 
 def parse_gpus(spec: str) -> tuple[str | None, int]:
@@ -30,14 +56,14 @@ def parse_gpus(spec: str) -> tuple[str | None, int]:
     return kind, count
 
 
-class LocalOptions(Section):
+class LocalOptions(LaunchPart):
     """``launch.local``: run on this machine under a supervisor that restarts on the requeue exit code."""
 
     python: str | None = Field(None, description="Interpreter to run the job with; default: this one.")
     nproc_per_node: int | None = Field(None, ge=1, description="Processes (torchrun); default: GPU count or 1.")
 
 
-class SSHOptions(Section):
+class SSHOptions(LaunchPart):
     """``launch.ssh``: one detached supervisor per host, torchrun rendezvous at the first host."""
 
     hosts: list[str] = Field(default_factory=list, description="user@host[:port] or ~/.ssh/config aliases.")
@@ -60,7 +86,7 @@ class SSHOptions(Section):
     )
 
 
-class SlurmOptions(Section):
+class SlurmOptions(LaunchPart):
     """``launch.slurm``: rendered into ``#SBATCH`` lines; submitted from here or from ``login`` over SSH."""
 
     partition: str | None = None
@@ -82,7 +108,7 @@ class SlurmOptions(Section):
     master_port: int = Field(29500, ge=1, le=65535)
 
 
-class RayOptions(Section):
+class RayOptions(LaunchPart):
     """``launch.ray``: a Ray Jobs submission whose driver runs Ray Train's ``TorchTrainer`` over the bundle."""
 
     address: str | None = Field(None, description="Ray dashboard URL; default: $RAY_ADDRESS, else http://127.0.0.1:8265.")
@@ -100,7 +126,7 @@ class RayOptions(Section):
     backend: Literal["gloo", "nccl"] | None = Field(None, description="torch.distributed backend; default by device.")
 
 
-class SkyPilotOptions(Section):
+class SkyPilotOptions(LaunchPart):
     """``launch.skypilot``: a SkyPilot task (managed job when ``launch.spot``), rendered to YAML."""
 
     cloud: str | None = Field(None, description="aws, gcp, azure, lambda, runpod, kubernetes, ...; default: any.")
@@ -125,7 +151,7 @@ class SkyPilotOptions(Section):
     master_port: int = Field(29500, ge=1, le=65535)
 
 
-class ModalOptions(Section):
+class ModalOptions(LaunchPart):
     """``launch.modal``: a Modal function (clustered when ``launch.nodes > 1``) with a Volume for outputs."""
 
     app_name: str = Field("mudpuppy", description="Modal App name; runs appear under it in the dashboard.")
@@ -140,7 +166,7 @@ class ModalOptions(Section):
     master_port: int = Field(29500, ge=1, le=65535)
 
 
-class LaunchSection(Section):
+class LaunchSection(LaunchPart):
     backend: BackendName = "local"
     name: str | None = Field(None, description="Run name shown by `mudpuppy runs`.")
     gpus: str | None = Field(None, description="GPUs per node: H100:8, A100-80GB:4, or a count.")
@@ -184,6 +210,14 @@ class LaunchSection(Section):
         if isinstance(value, dict):
             return {k: (str(v).lower() if isinstance(v, bool) else str(v)) if isinstance(v, int | float) else v
                     for k, v in value.items()}
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _check_env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        """Names are written unquoted in ``export NAME=...`` lines: only shell identifiers are names."""
+        for name in value:
+            check_env_name(name)
         return value
 
     @field_validator("secrets")

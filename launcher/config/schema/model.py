@@ -27,7 +27,7 @@ class ModelSection(Section):
     tokenizer_type: str | None = None
     tokenizer_use_fast: bool | None = None
     tokenizer_legacy: bool | None = None
-    tokenizer_save_jinja_files: bool | None = True
+    tokenizer_save_jinja_files: bool | None = Field(True, description="False: chat template inside tokenizer_config.")
     trust_remote_code: bool | None = None
     overrides_of_model_config: dict[str, Any] | None = None
     overrides_of_model_kwargs: dict[str, Any] | None = None
@@ -75,10 +75,10 @@ class ModelSection(Section):
         """Map Axolotl's boolean attention flags onto transformers' ``attn_implementation``."""
         if self.attn_implementation:
             return self.attn_implementation
+        if self.flex_attention:  # Axolotl's priority among the legacy flags: flex, flash, sdp, eager
+            return "flex_attention"
         if self.flash_attention:
             return "flash_attention_2"
-        if self.flex_attention:
-            return "flex_attention"
         if self.sdp_attention:
             return "sdpa"
         if self.eager_attention:

@@ -12,8 +12,6 @@ from pydantic import Field
 
 from mudpuppy.launcher.config.schema.base import Section
 
-RLType = Literal["dpo", "ipo", "simpo", "kto", "orpo", "grpo"]
-
 
 class TRLSection(Section):
     """TRL trainer options (GRPO mostly); ``beta`` also overrides ``rl_beta`` for the other modes, as in Axolotl."""
@@ -43,6 +41,7 @@ class TRLSection(Section):
     ref_model_sync_steps: int | None = None
     log_completions: bool | None = None
     num_completions_to_print: int | None = None
+    multi_objective_aggregation: Literal["sum_then_normalize", "normalize_then_sum"] | None = None
     use_vllm: bool | None = None
     vllm_mode: Literal["server", "colocate"] | None = None
     vllm_server_host: str | None = None
@@ -52,7 +51,7 @@ class TRLSection(Section):
 
 
 class RLSection(Section):
-    rl: RLType | None = None
+    rl: str | None = Field(None, description="dpo, ipo, simpo, kto, orpo, grpo or gdpo (checked by name).")
     rl_beta: float | None = None
     dpo_beta: float | None = None
     dpo_use_weighting: bool | None = None
@@ -69,5 +68,6 @@ class RLSection(Section):
     rpo_alpha: float | None = None
     trl: TRLSection | None = None
     reward_model: bool | None = None
+    center_rewards_coefficient: float | None = Field(None, description="reward models: TRL's mean-zero reward term")
     process_reward_model: bool | None = None
     num_labels: int | None = None

@@ -46,7 +46,7 @@ class TrainingSection(Section):
 
     logging_steps: int | None = Field(None, ge=1)
     eval_steps: int | float | None = None
-    evals_per_epoch: int | None = Field(None, ge=1)
+    evals_per_epoch: int | None = Field(None, ge=0)
     eval_strategy: str | None = None
     evaluation_strategy: str | None = None
     save_steps: int | float | None = None
@@ -71,7 +71,7 @@ class TrainingSection(Section):
     dataloader_prefetch_factor: int | None = None
     dataloader_drop_last: bool | None = None
     remove_unused_columns: bool | None = None
-    strict: bool | None = False
+    strict: bool | None = Field(False, description="true: --key overrides may only change keys the file has.")
 
     @field_validator("save_strategy", "eval_strategy", "evaluation_strategy", mode="before")
     @classmethod

@@ -11,8 +11,8 @@ from typing import Any
 
 
 def is_preference(cfg: Any) -> bool:
-    return bool(getattr(cfg, "rl", None) or getattr(cfg, "reward_model", None)
-                or getattr(cfg, "process_reward_model", None))
+    """Process reward models are not: their ``stepwise_supervised`` rows are token-labelled SFT rows."""
+    return bool(getattr(cfg, "rl", None) or getattr(cfg, "reward_model", None))
 
 
 def build(cfg: Any, tokenizer: Any) -> tuple[Any, Any, Any]:

@@ -12,19 +12,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mudpuppy.launcher import modules
 from mudpuppy.launcher.errors import UserError
 
 
 def module_file(path: str) -> Path | None:
     """The local source file a ``module.function`` path points at, when there is one (for cache keys, bundles)."""
-    module = path.rpartition(".")[0]
-    if not module:
-        return None
-    base = Path(os.getcwd(), *module.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
+    return modules.module_file(path)
+
+
+def add_import_roots() -> str:
+    """Put the run folder (and the bundle's ``files/python``) first on ``sys.path``; returns the cwd."""
+    cwd = os.getcwd()
+    for root in reversed(modules.import_roots(cwd)):
+        if str(root) not in sys.path and (root == Path(cwd) or root.is_dir()):
+            sys.path.insert(0, str(root))
+    return cwd
 
 
 def load_callable(path: str, where: str) -> Callable[..., Any]:
@@ -33,9 +36,7 @@ def load_callable(path: str, where: str) -> Callable[..., Any]:
     if not module_name or not attr:
         raise UserError(f"{where}: {path!r} is not a module.function path",
                         hint="e.g. rewards.length_reward for a function length_reward in rewards.py next to the config")
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
+    cwd = add_import_roots()
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:

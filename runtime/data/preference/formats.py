@@ -163,3 +163,17 @@ def _format(template: str, values: dict[str, Any], key: str) -> str:
         return template.format(**values)
     except (KeyError, IndexError) as exc:
         raise RowError(key, f"placeholder {exc} has no value (use {{{', '.join(values)}}})") from None
+
+
+# ---------------------------------------------------------------- zephyr (DPO)
+def zephyr_nectar(row: Mapping[str, Any]) -> dict[str, Any]:
+    """Nectar rows (``prompt`` + ranked ``answers``) in Zephyr's markup. As in Axolotl, answers are sorted by
+    ``rank`` ascending and the last two become chosen / rejected (so the highest rank number is chosen)."""
+    answers = need(row, "answers")
+    try:
+        ranked = sorted(answers, key=lambda a: a["rank"])
+        chosen, rejected = ranked[-1]["answer"], ranked[-2]["answer"]
+    except (KeyError, TypeError, IndexError):
+        raise RowError("answers", "expected at least two {answer, rank} objects") from None
+    return {"prompt": f"<|system|>\n</s>\n<|user|>\n{need(row, 'prompt')}</s>\n<|assistant|>\n",
+            "chosen": chosen, "rejected": rejected}

@@ -19,6 +19,7 @@ from mudpuppy.launcher.errors import UserError
 from mudpuppy.runtime.data import cache
 from mudpuppy.runtime.data.loading import load_raw
 from mudpuppy.runtime.data.pipeline import Stats, from_cache, merge, seed_of
+from mudpuppy.runtime.data.preference import bradley_terry
 from mudpuppy.runtime.data.preference.custom import module_file
 from mudpuppy.runtime.data.preference.strategies import COLUMNS, RowTransform, build_transform, family_of
 from mudpuppy.runtime.data.rows import RowError
@@ -51,7 +52,8 @@ def _transform_rows(raw: Any, transform: RowTransform, family: str, source: str,
     rows: list[dict[str, Any]] = []
     for index, row in enumerate(raw):
         try:
-            rows.append(_check(transform.apply(row), family))
+            out = transform.apply(row)
+            rows.append(bradley_terry.check(out) if transform.tokenized else _check(out, family))
         except RowError as err:
             if not skip:
                 raise UserError(f"{source}: row {index}: {err}", hint="fix the row or set skip_invalid_rows: true") \
@@ -105,6 +107,9 @@ def handle_length(rows: list[dict[str, Any]], cfg: Any, tokenizer: Any, family: 
 def _tokens(rows: Any, tokenizer: Any, family: str, stats: Stats) -> None:
     if family == "grpo" or not len(rows):
         return
+    if "chosen_ids" in rows.column_names:
+        stats.trainable_tokens = stats.train_tokens = sum(len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in rows)
+        return
     prompts = _lengths(tokenizer, list(rows["prompt"]))
     completions = [_lengths(tokenizer, list(rows[f])) for f in _completion_fields(family)]
     stats.trainable_tokens = sum(sum(c) for c in completions)
@@ -120,6 +125,7 @@ def build_split(cfg: Any, tokenizer: Any, split: str, stats: Stats) -> Any:
         raise UserError(f"{'datasets' if split == 'train' else 'test_datasets'}: no entries")
     skip = bool(cfg.skip_invalid_rows)
     parts = []
+    kinds: set[bool] = set()
     for index, ds in enumerate(configs):
         raw, skipped_lines = load_raw(ds, split, skip_invalid=skip)
         stats.skipped_invalid += skipped_lines
@@ -129,9 +135,15 @@ def build_split(cfg: Any, tokenizer: Any, split: str, stats: Stats) -> Any:
         transform = build_transform(cfg, ds, tokenizer, index)
         before = stats.skipped_invalid
         rows = _transform_rows(raw, transform, family, ds.path, skip, stats)
-        rows = handle_length(rows, cfg, tokenizer, family, ds.path, stats)
+        if not transform.tokenized:  # token-id rows were cut to sequence_len by their transform, as in Axolotl
+            rows = handle_length(rows, cfg, tokenizer, family, ds.path, stats)
         if not transform.keep_all:
-            rows = [{k: r[k] for k in COLUMNS[family]} for r in rows]
+            columns = bradley_terry.COLUMNS if transform.tokenized else COLUMNS[family]
+            rows = [{k: r[k] for k in columns} for r in rows]
+        kinds.add(transform.tokenized)
+        if len(kinds) > 1:
+            raise UserError(f"{ds.path}: bradley_terry.* datasets cannot be mixed with text preference datasets",
+                            hint="give every reward-model dataset the same type")
         stats.per_dataset.append({"path": ds.path, "type": f"{family}: {transform.name}", "rows": len(raw),
                                   "skipped": stats.skipped_invalid - before + skipped_lines})
         parts.append(datasets.Dataset.from_list(rows) if rows else None)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mudpuppy.launcher.errors import UserError
-from mudpuppy.runtime.data.preference import formats, templated
+from mudpuppy.runtime.data.preference import bradley_terry, formats, templated
 from mudpuppy.runtime.data.preference.custom import load_callable
 from mudpuppy.runtime.data.rows import RowError
 
@@ -29,7 +29,7 @@ COLUMNS = {
 def family_of(cfg: Any) -> str:
     if cfg.rl in ("dpo", "ipo", "simpo") or (cfg.rl is None and (cfg.reward_model or cfg.process_reward_model)):
         return "dpo"
-    return str(cfg.rl)
+    return "grpo" if cfg.rl == "gdpo" else str(cfg.rl)
 
 
 @dataclass
@@ -41,6 +41,7 @@ class RowTransform:
     keep_all: bool = False
     remove: list[str] = field(default_factory=list)
     custom: bool = False
+    tokenized: bool = False  # rows are token ids already (Bradley-Terry), not text for TRL to tokenize
 
     def apply(self, row: Mapping[str, Any]) -> dict[str, Any]:
         if not self.custom:
@@ -65,6 +66,8 @@ def build_transform(cfg: Any, ds: Any, tokenizer: Any, index: int) -> RowTransfo
     family = family_of(cfg)
     kind = ds.type
     keep_all = family == "grpo"
+    if bradley_terry.is_bradley_terry(kind):
+        return RowTransform(kind, bradley_terry.transform(cfg, ds, tokenizer), tokenized=True)
     if kind is None or kind == "passthrough" or kind == "passthrough.default":
         return RowTransform("passthrough", lambda row: dict(row), keep_all=True)
     if not isinstance(kind, str):
@@ -95,6 +98,8 @@ def _builtin(family: str, prefix: str, function: str, cfg: Any, ds: Any, tokeniz
                   "orpo": {"argilla": templated.orpo_argilla}}.get(family, {})
         maker = makers.get(function)
         return maker(cfg, ds, tokenizer) if maker else None
+    if prefix == "zephyr" and function == "nectar" and family == "dpo":
+        return formats.zephyr_nectar
     if prefix == "user_defined":
         raise UserError(f"datasets: {ds.path}: type user_defined needs a mapping",
                         hint="write type: {field_prompt: ..., field_chosen: ..., ...} instead of a string")
@@ -107,7 +112,7 @@ def known_types(family: str) -> list[str]:
         table = formats.DPO_TYPES if family == "dpo" else formats.KTO_TYPES
         names += [f"{m}.{t}" for m in formats.MARKUPS for t in table]
     if family == "dpo":
-        names += ["chat_template.default", "chat_template.argilla_chat"]
+        names += ["chat_template.default", "chat_template.argilla_chat", "zephyr.nectar"]
     if family == "orpo":
         names += ["chat_template.argilla"]
     names += ["user_defined mapping", "module.function from a local file"]

@@ -13,7 +13,7 @@ from typing import Any
 
 PREPARED = {"dpo": ("prompt_ids", "chosen_ids", "rejected_ids"), "ipo": ("prompt_ids", "chosen_ids", "rejected_ids"),
             "kto": ("prompt_ids", "completion_ids", "label"),
-            "reward": ("chosen_input_ids", "rejected_input_ids")}
+            "reward": ("chosen_ids", "rejected_ids")}
 
 
 def trl_rows(cfg: Any, tokenizer: Any, dataset: Any) -> Iterator[dict[str, Any]]:

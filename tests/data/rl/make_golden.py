@@ -56,6 +56,7 @@ CASES: dict[str, dict] = {
     "dpo_excess_drop": {"rl": "dpo", "sequence_len": 48, "datasets": [ds("long.jsonl", "chatml.prompt_pairs")]},
     "dpo_excess_truncate": {"rl": "dpo", "sequence_len": 48, "excess_length_strategy": "truncate",
                             "datasets": [ds("long.jsonl", "chatml.prompt_pairs")]},
+    "dpo_zephyr_nectar": {"rl": "dpo", "datasets": [ds("nectar.jsonl", "zephyr.nectar")]},
     "kto_chatml_argilla": {**KTO, "datasets": [ds("kto_argilla.jsonl", "chatml.argilla")]},
     "kto_chatml_intel": {**KTO, "datasets": [ds("kto_intel.jsonl", "chatml.intel")]},
     "kto_chatml_argilla_chat": {**KTO, "datasets": [ds("kto_argilla_chat.jsonl", "chatml.argilla_chat")]},
@@ -75,7 +76,15 @@ DIRECT: dict[str, dict] = {
         field_rejected="bad", message_property_mappings={"role": "from", "content": "value"},
         roles={"user": ["human"], "assistant": ["gpt"]})]},
 }
-KEEP = ("prompt", "chosen", "rejected", "completion", "label")
+# Reward-model datasets (bradley_terry.*) go through Axolotl's SFT pipeline, which tokenizes them itself.
+SFT_PATH: dict[str, dict] = {
+    "bt_chat_template": {**CHATML, "reward_model": True, "num_labels": 1,
+                         "datasets": [ds("bt.jsonl", "bradley_terry.chat_template")]},
+    "bt_chat_template_llama3_short": {"reward_model": True, "num_labels": 1, "sequence_len": 64,
+                                      "datasets": [ds("bt.jsonl", "bradley_terry.chat_template",
+                                                      chat_template="llama3")]},
+}
+KEEP = ("prompt", "chosen", "rejected", "completion", "label", "chosen_ids", "rejected_ids")
 
 
 def rows(dataset: object) -> list[dict]:
@@ -105,6 +114,21 @@ def main(names: list[str]) -> None:
         out = {"config": config, "train": rows(train), "eval": rows(evaluation)}
         (HERE / f"{name}.json").write_text(json.dumps(out, indent=None, separators=(",", ":")) + "\n")
         print(f"{name}: {len(out['train'])} train, {len(out['eval'])} eval")
+    for name, case in SFT_PATH.items():
+        if names and name not in names:
+            continue
+        from axolotl.utils.data.sft import prepare_datasets
+
+        config = {**COMMON, **case}
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = validate_config(DictDefault({**config, "dataset_prepared_path": tmp, "output_dir": tmp}))
+            normalize_config(cfg)
+            cfg.is_preprocess = True
+            tokenizer = load_tokenizer(cfg)
+            train, evaluation, _, _ = prepare_datasets(cfg, tokenizer)
+        out = {"config": config, "train": rows(train), "eval": rows(evaluation)}
+        (HERE / f"{name}.json").write_text(json.dumps(out, separators=(",", ":")) + "\n")
+        print(f"{name}: {len(out['train'])} train, {len(out['eval'])} eval (sft path)")
     for name, config in DIRECT.items():
         if names and name not in names:
             continue

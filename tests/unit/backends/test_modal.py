@@ -142,8 +142,10 @@ def _job(spec: dict[str, Any], bundle: Any, volume: Path, **env: str) -> dict[st
     job = dict(spec["job"])
     job["bundle"] = str(bundle.path)  # in the container the bundle is baked into the image; here it is local
     job["mount"] = str(volume)
-    job["env"] = {**job["env"], "PYTHONPATH": str(ROOT.parent) + os.pathsep + str(ROOT), "OMP_NUM_THREADS": "1",
-                  "HF_HUB_OFFLINE": "1", **env}
+    # the caller's PYTHONPATH last: a checkout not named mudpuppy is imported through it (it would else be the
+    # installed copy)
+    path = os.pathsep.join(filter(None, [str(ROOT.parent), str(ROOT), os.environ.get("PYTHONPATH")]))
+    job["env"] = {**job["env"], "PYTHONPATH": path, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", **env}
     return job
 
 
@@ -175,9 +177,11 @@ def test_function_body_trains_the_tiny_example_onto_the_volume(bundle: Any, tmp_
     assert result["checkpoints_committed"] == ["outputs/tiny-alpaca/checkpoint-2", "outputs/tiny-alpaca/checkpoint-4"]
     assert fake_volume["reload"] == 1 and fake_volume["commit"] >= 2  # after new checkpoints, and at the end
 
-    # a second attempt (Modal's retry) sees the finished run on the volume and resumes from its last checkpoint
+    # a second attempt (Modal's retry after the last upload) finds the run complete and touches no output
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()}
     again = modal_app.run_job(_job(spec, bundle, volume), volume, commit=lambda: None, reload=lambda: None)
     assert again["exit_code"] == 0 and again["attempt"] == 1
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()} == before
 
 
 def test_requeue_and_user_error_exit_codes(bundle: Any, tmp_path: Path) -> None:

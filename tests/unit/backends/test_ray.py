@@ -13,7 +13,15 @@ from typing import Any
 import pytest
 
 from mudpuppy.backends.base import State
-from mudpuppy.backends.ray import RayBackend, job_spec, map_state, resolve_address, stage, storage_path
+from mudpuppy.backends.ray import (
+    SECRETS_FILE,
+    RayBackend,
+    job_spec,
+    map_state,
+    resolve_address,
+    stage,
+    storage_path,
+)
 from mudpuppy.launcher.config.schema.launch import LaunchSection
 from mudpuppy.launcher.errors import UserError
 from tests.infra.tiny_bundle import tiny_bundle
@@ -48,7 +56,9 @@ def test_plan_is_a_pure_job_request(bundle: Any) -> None:
                                "MUDPUPPY_VOLUME": "s3://b/runs"}
     assert "pip" not in env and "HF_TOKEN" not in json.dumps(request)
     spec = json.loads(shlex.split(request["entrypoint"])[-1])
-    assert request["entrypoint"].startswith("python -m mudpuppy.launcher.ray_entry --spec ")
+    # secret values are never in the request: the driver reads them from a file shipped with the working_dir
+    assert request["entrypoint"].startswith(
+        "python -m mudpuppy.launcher.ray_entry --secrets-file .mudpuppy-secrets.json --spec ")
     assert spec == {"run_id": "r1", "bundle": "bundle.tar.gz", "entrypoint": "mudpuppy.runtime", "num_workers": 8,
                     "use_gpu": True, "resources_per_worker": {"CPU": 8, "accelerator_type:A100": 0.001},
                     "storage_path": "s3://b/runs", "max_failures": 5, "workdir": "/tmp/mudpuppy-ray",
@@ -127,3 +137,67 @@ def test_backend_modules_import_no_sdk() -> None:
             "print(sorted(m for m in ('ray', 'modal', 'sky', 'torch', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+class _RecordingClient:
+    """Stands in for JobSubmissionClient: records what the working_dir held at the moment of submission
+    (Ray zips and uploads it inside ``submit_job``)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, Any] = {}
+
+    def submit_job(self, **request: Any) -> str:
+        folder = Path(request["runtime_env"]["working_dir"])
+        secret_file = folder / SECRETS_FILE
+        self.seen = {"request": json.loads(json.dumps(request)), "files": sorted(p.name for p in folder.iterdir()),
+                     "mode": secret_file.stat().st_mode & 0o777, "dir_mode": folder.stat().st_mode & 0o777,
+                     "content": json.loads(secret_file.read_text()), "folder": folder}
+        return request["submission_id"]
+
+
+def test_secrets_travel_in_a_private_file_not_the_request(bundle: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", "hf_value_123")
+    backend = RayBackend(launch(secrets=["HF_TOKEN"], env={"PLAIN": "1"}))
+    client = _RecordingClient()
+    monkeypatch.setattr(backend, "_client", lambda address: client)
+    plan = backend.plan(bundle, "r")
+    backend.submit(plan)
+    seen = client.seen
+    assert "hf_value_123" not in json.dumps(seen["request"]) and "HF_TOKEN" not in json.dumps(seen["request"])
+    assert seen["request"]["runtime_env"]["env_vars"]["PLAIN"] == "1"
+    assert seen["files"] == sorted([SECRETS_FILE, "bundle.tar.gz"])
+    assert seen["mode"] == 0o600 and seen["dir_mode"] == 0o700
+    assert seen["content"]["values"] == {"HF_TOKEN": "hf_value_123"} and len(seen["content"]["nonce"]) == 32
+    assert not seen["folder"].exists()  # removed once Ray has uploaded it
+    assert (Path(plan.extra["stage"]) / "job" / "bundle.tar.gz").is_file()  # the shared staging is untouched
+
+
+def test_driver_takes_the_secrets_file_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mudpuppy.launcher import ray_entry
+
+    path = tmp_path / SECRETS_FILE
+    path.write_text(json.dumps({"nonce": "n", "values": {"HF_TOKEN": "v"}}))
+    assert ray_entry.take_secrets(path) == {"HF_TOKEN": "v"} and not path.exists()
+    assert ray_entry.take_secrets(path) is None
+    monkeypatch.chdir(tmp_path)
+    spec = json.dumps(job_spec(launch(), "r"))
+    assert ray_entry.main(["--secrets-file", SECRETS_FILE, "--spec", spec]) == 2  # missing: a clear stop
+
+
+def test_worker_removes_unpacked_copies_wherever_ray_put_them(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray starts a worker with `cd WORKING_DIR && ...` and WORKING_DIR first on PYTHONPATH; Ray Train then
+    chdirs it elsewhere. The secrets file must go from the unpacked working_dir all the same."""
+    from mudpuppy.launcher.ray_entry import remove_unpacked_copies
+
+    pwd, pythonpath, elsewhere = tmp_path / "pwd", tmp_path / "pp", tmp_path / "train-dir"
+    for folder in (pwd, pythonpath, elsewhere):
+        folder.mkdir()
+        (folder / SECRETS_FILE).write_text("{}")
+    (pwd / "bundle.tar.gz").write_text("keep")
+    monkeypatch.setenv("PWD", str(pwd))
+    monkeypatch.setenv("PYTHONPATH", f"{pythonpath}:{tmp_path / 'missing'}")
+    monkeypatch.chdir(elsewhere)
+    remove_unpacked_copies(SECRETS_FILE)
+    assert not any((f / SECRETS_FILE).exists() for f in (pwd, pythonpath, elsewhere))
+    assert (pwd / "bundle.tar.gz").read_text() == "keep"

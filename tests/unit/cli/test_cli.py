@@ -58,7 +58,7 @@ def test_user_error_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFix
     )
     code, out, err = run_main(["config", "validate", str(cfg)], capsys)
     assert code == 2
-    assert out == ""
+    assert out.strip() == f"{cfg}: 1 problem(s); 5 keys used, 0 unsupported"
     assert err.strip() == f"error: {cfg}:3: unknown key 'lora_alpah' (did you mean 'lora_alpha'?)"
     assert "Traceback" not in err
 
@@ -95,7 +95,8 @@ def test_config_show_resolves_defaults_and_overrides(capsys: pytest.CaptureFixtu
 def test_config_validate_summary(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_main(["config", "validate", str(EXAMPLE)], capsys)
     assert code == 0
-    assert out.strip() == f"{EXAMPLE}: ok (sft, lora, 1 dataset(s), backend local)"
+    assert out.strip().startswith(f"{EXAMPLE}: ok (sft, lora, 1 dataset(s), backend local); ")
+    assert out.strip().endswith(" keys used, 0 unsupported")
 
 
 def test_config_schema_is_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
@@ -129,3 +130,17 @@ def test_fetched_example_validates_from_its_folder(tmp_path: Path, capsys: pytes
     cfg = yaml.safe_load((tmp_path / "examples" / "tiny-alpaca.yml").read_text())
     assert Path(cfg["base_model"]).is_dir()
     assert Path(cfg["datasets"][0]["path"]).is_file()
+
+
+def test_validate_prints_warnings_and_summary_even_when_it_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "cfg.yml"
+    cfg.write_text("base_model: m\nlearning_rate: 1e-4\ndp_shard_size: 2\nlora_alpah: 3\n"
+                   "datasets:\n  - path: a.jsonl\n    type: alpaca\n")
+    code, out, err = run_main(["config", "validate", str(cfg)], capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert lines[0].startswith(f"warning: {cfg}:3: dp_shard_size is not supported by mudpuppy: FSDP shards")
+    assert lines[1] == f"error: {cfg}:4: unknown key 'lora_alpah' (did you mean 'lora_alpha'?)"
+    assert out.strip() == f"{cfg}: 1 problem(s); 5 keys used, 1 unsupported"

@@ -99,28 +99,37 @@ def test_missing_required_key() -> None:
         ("bf16: true\nfp16: true\n", "fp16", "mutually exclusive"),
         ("eval_steps: 5\nevals_per_epoch: 2\nval_set_size: 0.1\n", "evals_per_epoch", "mutually exclusive"),
         ("save_steps: 5\nsaves_per_epoch: 2\n", "saves_per_epoch", "mutually exclusive"),
-        ("eval_steps: 5\n", "eval_steps", "val_set_size"),
-        ("flash_attention: true\nsdp_attention: true\n", "sdp_attention", "one attention"),
+        ("val_set_size: 0\neval_steps: 5\n", "eval_steps", "val_set_size"),
+        ("attn_implementation: sdpa\nflash_attention: true\n", "flash_attention", "cannot be combined"),
         ("deepspeed: zero2\nfsdp_version: 2\nfsdp_config: {}\n", "deepspeed", "cannot be used together"),
         ("rl: dpo\nsample_packing: true\n", "sample_packing", "rl: dpo"),
         ("dataset_shard_idx: 1\n", "dataset_shard_idx", "dataset_shard_num"),
     ],
 )
 def test_conflicting_options_name_the_key_and_line(extra: str, key: str, needle: str) -> None:
-    lines = problems(BASE + extra)
+    base = BASE.replace("type: alpaca", "type: chatml.intel") if "rl:" in extra else BASE
+    lines = problems(base + extra)
     assert len(lines) == 1, lines
-    source_lines = (BASE + extra).splitlines()
+    source_lines = (base + extra).splitlines()
     line_no = 1 + next(i for i, text in enumerate(source_lines) if text.startswith(key + ":"))
     assert lines[0].startswith(f"cfg.yml:{line_no}: {key}: "), lines
     assert needle in lines[0]
 
 
+def test_several_legacy_attention_flags_pick_axolotls_priority() -> None:
+    loaded = load_config_text(BASE + "flash_attention: true\nflex_attention: true\n")
+    assert loaded.config.attention_implementation() == "flex_attention"
+    assert any("flex_attention wins" in w for w in loaded.warnings)
+
+
 def test_reward_model_defaults_follow_axolotl() -> None:
-    cfg = load_config_text(BASE + "reward_model: true\n").config
+    base = BASE.replace("type: alpaca", "type: chatml.intel")
+    cfg = load_config_text(base + "reward_model: true\n").config
     assert (cfg.resolved_model_type(), cfg.resolved_num_labels()) == ("AutoModelForSequenceClassification", 1)
-    cfg = load_config_text(BASE + "process_reward_model: true\n").config
+    prm = BASE.replace("type: alpaca", "type: stepwise_supervised")
+    cfg = load_config_text(prm + "process_reward_model: true\n").config
     assert (cfg.resolved_model_type(), cfg.resolved_num_labels()) == ("AutoModelForTokenClassification", 2)
-    cfg = load_config_text(BASE + "reward_model: true\nmodel_type: MyHead\nnum_labels: 3\n").config
+    cfg = load_config_text(base + "reward_model: true\nmodel_type: MyHead\nnum_labels: 3\n").config
     assert (cfg.resolved_model_type(), cfg.resolved_num_labels()) == ("MyHead", 3)
     assert load_config_text(BASE).config.resolved_model_type() == "AutoModelForCausalLM"
 
@@ -196,3 +205,11 @@ def test_empty_and_non_mapping_documents() -> None:
         load_config_text("", "cfg.yml")
     with pytest.raises(UserError, match="top level must be a mapping"):
         load_config_text("- a\n- b\n", "cfg.yml")
+
+
+def test_strict_true_lets_overrides_change_only_keys_the_file_has() -> None:
+    loaded = load_config_text(BASE + "strict: true\nseed: 1\n", "cfg.yml", overrides={"seed": 5, "weight_decay": 0.3})
+    assert loaded.config.seed == 5 and loaded.config.weight_decay == 0.0
+    assert any("--weight_decay: ignored because the config sets strict: true" in w for w in loaded.warnings)
+    loose = load_config_text(BASE + "seed: 1\n", "cfg.yml", overrides={"weight_decay": 0.3})
+    assert loose.config.weight_decay == 0.3

@@ -14,6 +14,7 @@ from mudpuppy.launcher.config import load_config_text
 ROOT = Path(__file__).resolve().parents[3]
 GOLDEN = ROOT / "tests" / "data" / "golden"
 CASES = sorted(p.stem for p in GOLDEN.glob("*.json"))
+pytestmark = pytest.mark.timeout(120)  # per case; most take well under a second
 EXTRA = {"output_dir": "unused"}
 
 
@@ -28,6 +29,7 @@ def prepare(monkeypatch_module: pytest.MonkeyPatch):  # noqa: ANN201
 def monkeypatch_module():  # noqa: ANN201
     mp = pytest.MonkeyPatch()
     mp.chdir(ROOT)  # golden configs use repo-relative paths
+    mp.syspath_prepend(str(GOLDEN / "inputs"))  # the user_module cases' strategy package, as the oracle had it
     yield mp
     mp.undo()
 

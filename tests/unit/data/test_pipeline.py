@@ -81,7 +81,7 @@ def test_chat_errors_name_the_field(tmp_path: Path, make_cfg) -> None:  # noqa: 
 
 
 def test_unknown_type_and_missing_path(tmp_path: Path, make_cfg) -> None:  # noqa: ANN001
-    with pytest.raises(UserError, match="unknown type 'alpacca'"):
+    with pytest.raises(UserError, match="unknown (dataset )?type 'alpacca'"):
         prepare(make_cfg(datasets=[{"path": alpaca(tmp_path), "type": "alpacca"}]))
     with pytest.raises(UserError, match="does not exist"):
         prepare(make_cfg(datasets=[{"path": str(tmp_path / "nope.jsonl"), "type": "alpaca"}]))

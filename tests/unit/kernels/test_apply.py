@@ -28,14 +28,17 @@ def test_plugins_map_onto_switches():
     assert resolve_switches({"chunked_cross_entropy": True}).fused_linear_ce
 
 
-def test_config_loader_accepts_known_plugins_and_rejects_others():
+def test_config_loader_maps_known_plugins_warns_for_unrun_ones_and_rejects_others():
     base = ("base_model: x\nlearning_rate: 1.0e-4\nmicro_batch_size: 1\nnum_epochs: 1\n"
             "datasets:\n  - path: d.jsonl\n    type: alpaca\n")
     cfg = load_config_text(base + f"plugins:\n  - {CCE}\n  - {LIGER}\nliger_rms_norm: true\n").config
     assert resolve_switches(cfg).fused_linear_ce and resolve_switches(cfg).rms_norm
+    loaded = load_config_text(base + "plugins:\n  - axolotl.integrations.spectrum.SpectrumPlugin\n")
+    (line,) = loaded.warnings  # an Axolotl plugin mudpuppy does not run: one warning saying what won't happen
+    assert "SpectrumPlugin is not run by mudpuppy: Spectrum's layer selection is not applied" in line
     with pytest.raises(ConfigError) as err:
-        load_config_text(base + "plugins:\n  - axolotl.integrations.spectrum.SpectrumPlugin\n")
-    assert "SpectrumPlugin" in str(err.value) and "not supported" in str(err.value)
+        load_config_text(base + "plugins:\n  - my_pkg.MyPlugin\n")
+    assert "not an Axolotl plugin" in str(err.value)
 
 
 def test_nothing_asked_changes_nothing(tmp_path):
@@ -141,3 +144,24 @@ def test_model_with_logit_scale_is_refused(tmp_path):
     model.config.logit_scale = 0.5
     with pytest.raises(UserError, match="logit_scale"):
         apply_kernels(model, {"cut_cross_entropy": True})
+
+
+def test_chunked_cross_entropy_num_chunks_splits_each_batch(tmp_path, monkeypatch):
+    import mudpuppy.kernels.causal_lm as causal_lm
+
+    ref = tiny_model(tmp_path)
+    fused = copy.deepcopy(ref)
+    seen = []
+    real = causal_lm.linear_cross_entropy
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["chunk_tokens"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(causal_lm, "linear_cross_entropy", spy)
+    (line,) = apply_kernels(fused, {"chunked_cross_entropy": True, "chunked_cross_entropy_num_chunks": 4})
+    assert "1/4 of the batch" in line
+    ids, labels = _batch()  # 3 x 17 = 51 tokens -> chunks of 13
+    loss = fused(input_ids=ids, labels=labels).loss
+    assert seen == [13]
+    torch.testing.assert_close(loss, causal_lm_reference_loss(ref(input_ids=ids).logits, labels))

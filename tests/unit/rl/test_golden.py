@@ -14,7 +14,8 @@ from mudpuppy.launcher.config import load_config_text
 ROOT = Path(__file__).resolve().parents[3]
 GOLDEN = ROOT / "tests" / "data" / "rl"
 CASES = sorted(p.stem for p in GOLDEN.glob("*.json"))
-KEYS = ("prompt", "chosen", "rejected", "completion", "label")
+pytestmark = pytest.mark.timeout(120)  # per case; most take well under a second
+KEYS = ("prompt", "chosen", "rejected", "completion", "label", "chosen_ids", "rejected_ids")
 
 
 @pytest.fixture(scope="module", autouse=True)

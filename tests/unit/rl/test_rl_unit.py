@@ -19,6 +19,10 @@ RL_DATA = Path(__file__).resolve().parents[2] / "data" / "rl"
 def config(**keys: Any) -> Any:
     base = {"base_model": str(EXAMPLES / "tiny-llama"), "output_dir": "unused", "rl": "dpo", "learning_rate": 1e-3,
             "datasets": [{"path": str(RL_DATA / "toy_pairs.jsonl"), "type": "chatml.prompt_pairs"}]}
+    if keys.get("rl") in ("grpo", "gdpo"):
+        base["datasets"] = [{"path": str(RL_DATA / "toy_prompts.jsonl")}]
+    if keys.get("rl") == "orpo":  # ORPO reads chat-template rows (config validation checks the type per mode)
+        base["datasets"] = [{"path": str(RL_DATA / "toy_pairs.jsonl"), "type": "chat_template.argilla"}]
     base.update(keys)
     return load_config_text(yaml.safe_dump({k: v for k, v in base.items() if v is not None}), name="t.yml").config
 
@@ -47,6 +51,17 @@ def test_ipo_rpo_norm_and_beta_precedence() -> None:
     assert plan(dpo_norm_loss=True).kwargs["loss_type"] == ["sigmoid_norm"]
     assert plan(rl_beta=0.2, trl={"beta": 0.3}).kwargs["beta"] == 0.3
     assert plan(rl="orpo", orpo_alpha=0.05).kwargs["beta"] == 0.05
+
+
+def test_gdpo_is_trls_grpo_normalising_each_reward() -> None:
+    from trl import GRPOConfig
+
+    gdpo = plan(rl="gdpo", trl={"reward_funcs": ["r.f", "r.g"], "num_generations": 2})
+    assert gdpo.config_class == "GRPOConfig" and gdpo.kwargs["multi_objective_aggregation"] == "normalize_then_sum"
+    args = GRPOConfig(**{**gdpo.kwargs, "output_dir": "unused", "report_to": "none"})
+    assert args.multi_objective_aggregation == "normalize_then_sum"
+    grpo = plan(rl="grpo", trl={"reward_funcs": ["r.f"], "num_generations": 2})
+    assert "multi_objective_aggregation" not in grpo.kwargs
 
 
 def test_other_modes() -> None:
@@ -83,7 +98,6 @@ def test_every_mode_builds_a_real_trl_config(tmp_path: Path) -> None:
     (dict(rl="grpo", trl={"reward_funcs": ["r.f"], "num_generations": 3}), "must divide the generation batch"),
     (dict(rl="grpo", trl={"reward_funcs": ["r.f"], "reward_weights": [1, 2], "num_generations": 2}),
      "2 weights for 1 reward_funcs"),
-    (dict(rl=None, process_reward_model=True), "PRMTrainer"),
 ])
 def test_bad_rl_settings_are_one_line(keys: dict[str, Any], message: str) -> None:
     with pytest.raises(UserError, match=message) as err:

@@ -124,3 +124,14 @@ def test_ddp_find_unused_parameters_only_when_asked(keys, world, want):
     p = plan(env=Env(world_size=world, rank=0), **keys)
     assert p.args.get("ddp_find_unused_parameters") == want
     assert TrainingArguments(**p.args).ddp_find_unused_parameters is want
+
+
+def test_embedding_lr_scale_wins_and_offload_is_planned():
+    assert plan(embedding_lr_scale=0.5, embedding_lr=1e-5).embedding_lr == ("scale", 0.5)
+    assert plan(embedding_lr=1e-5).embedding_lr == ("lr", 1e-5)
+    assert plan().embedding_lr is None
+    assert plan(gradient_checkpointing="offload").offload_activations
+    assert plan(gradient_checkpointing="offload").args["gradient_checkpointing"] is True
+    assert not plan(gradient_checkpointing=True).offload_activations
+    with pytest.raises(UserError, match="loraplus"):
+        plan(embedding_lr=1e-5, loraplus_lr_ratio=16, adapter="lora", lora_r=4)

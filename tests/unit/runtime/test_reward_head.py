@@ -16,7 +16,7 @@ BASE = f"base_model: {TINY}\nlearning_rate: 1e-4\ndatasets:\n  - path: d.jsonl\n
 @pytest.mark.parametrize(("extra", "labels"), [("reward_model: true\n", 1), ("process_reward_model: true\n", 2),
                                                 ("reward_model: true\nnum_labels: 3\n", 3)])
 def test_reward_configs_set_num_labels_on_the_model_config(extra: str, labels: int) -> None:
-    cfg = load_config_text(BASE + extra).config
+    cfg = load_config_text(BASE.replace("type: alpaca", "type: chatml.intel") + extra).config  # preference rows
     assert load_model_config(cfg).num_labels == labels
 
 
