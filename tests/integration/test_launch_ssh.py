@@ -137,6 +137,28 @@ def test_alias_hosts_rendezvous_at_an_address_the_hosts_resolve(sshd: Sshd, proj
     assert (runs / "node0" / "outputs/tiny-alpaca/final.txt").read_text() == "steps=2 world=2\n"
 
 
+def test_proxyjump_hops_get_the_same_host_key_check(sshd: Sshd, project: Path) -> None:
+    """A ProxyJump through the real sshd to itself: the hop's key is checked like the target's (fabric would
+    accept an unknown hop key), a known one lets the jump through."""
+    home = project / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "config").write_text(
+        f"Host mp-target\n  HostName 127.0.0.1\n  Port {sshd.port}\n  User {sshd.user}\n  ProxyJump mp-hop\n"
+        f"  IdentityFile {sshd.key_file}\n"
+        f"Host mp-hop\n  HostName localhost\n  Port {sshd.port}\n  User {sshd.user}\n  IdentityFile {sshd.key_file}\n")
+    target_only = project / "target_only_known_hosts"  # the target's key, not the hop's
+    target_only.write_text(f"[127.0.0.1]:{sshd.port} {' '.join(sshd.host_pub.split()[:2])}\n")
+    args = ssh_args(sshd, project, host="mp-target", known=target_only)
+    err = one_line_error(mp("launch", CFG, *args, "--name", "jumpunknown", env={"HOME": str(home)}))
+    assert f"host key of {sshd.user}@localhost:{sshd.port} is not in {target_only}" in err, err
+    assert _row("jumpunknown")["status"] == "failed"
+    assert "localhost" not in target_only.read_text()  # nothing learnt silently
+
+    proc = mp("launch", CFG, *ssh_args(sshd, project, host="mp-target"), "--launch.env.FAKE_STEPS", "1",
+              env={"HOME": str(home)})
+    assert proc.returncode == 0 and "fake runtime: done" in proc.stdout, proc.stderr
+
+
 def test_job_runs_in_a_login_shell(project: Path) -> None:
     """module/conda setups live in login files: a variable exported by the user's ~/.bash_profile reaches the job."""
     from mudpuppy.tests.infra.services import start_sshd
