@@ -38,6 +38,42 @@ def _hostname(host: str) -> str:
     return host.rpartition("@")[2].partition(":")[0]
 
 
+def login_shell(script: str) -> str:
+    """Run ``script`` in a login shell: ``module``, conda and PATH setups in /etc/profile(.d) and ~/.bash_profile
+    are what a job on a cluster host expects, and a plain ``bash -c`` over SSH reads none of them."""
+    return f"exec bash -l -c {shlex.quote(script)}"
+
+
+def _ssh_server_ip(t: Transport) -> str:
+    """The address this host was reached on (from ``$SSH_CONNECTION``), else its first ``hostname -I`` address."""
+    res = t.run('printf "%s\\n" "${SSH_CONNECTION:-}"; hostname -I 2>/dev/null || true', timeout=30)
+    lines = res.stdout.splitlines()
+    fields = lines[0].split() if lines else []
+    if len(fields) == 4:
+        return fields[2]
+    rest = " ".join(lines[1:]).split()
+    return rest[0] if rest else ""
+
+
+def master_address(first: Transport, peers: list[Transport]) -> str | None:
+    """The address of the first host that the other hosts can reach, asked of the hosts themselves.
+
+    Host names in ``launch.ssh.hosts`` are often ``~/.ssh/config`` aliases (or names behind a jump host) that only
+    this machine resolves. Each peer says which of its addresses we reached; the first host then says which of its
+    own addresses it uses to reach that peer (``ip route get``), i.e. the interface on the nodes' network. Without
+    ``ip`` the first host's own SSH address is used. None when nothing could be learnt.
+    """
+    for peer in peers:
+        peer_ip = _ssh_server_ip(peer)
+        if not peer_ip:
+            continue
+        res = first.run(f"ip -o route get {shlex.quote(peer_ip)} 2>/dev/null", timeout=30)
+        words = res.stdout.split()
+        if res.code == 0 and "src" in words[:-1]:
+            return words[words.index("src") + 1]
+    return _ssh_server_ip(first) or None
+
+
 class SSHBackend(Backend):
     name = "ssh"
     capabilities = Capabilities(multi_node=True, notes="one process group per host; no scheduler queue")
@@ -137,8 +173,13 @@ class SSHBackend(Backend):
                     from pathlib import Path
 
                     t.put(Path(plan.bundle_path), remote_bundle)
+            scripts = dict(plan.extra["host_scripts"])
+            if len(transports) > 1:
+                address = master_address(transports[0], transports[1:])
+                if address:
+                    scripts = {h: _with_master(s, _hostname(plan.hosts[0]), address) for h, s in scripts.items()}
             for host, t in zip(plan.hosts, transports, strict=True):
-                res = t.run(plan.extra["host_scripts"][host], timeout=1800, stdin=json.dumps(secrets))
+                res = t.run(login_shell(scripts[host]), timeout=1800, stdin=json.dumps(secrets))
                 if res.code != 0:
                     tail = " | ".join((res.stderr or res.stdout).strip().splitlines()[-3:])
                     raise UserError(f"starting the job on {host} failed (exit {res.code}): {tail}")
@@ -227,6 +268,14 @@ class SSHBackend(Backend):
         if not self.launch.image or self.launch.ssh.container != "docker":
             return ""
         return f"docker rm -f {shlex.quote(container_name(run_id, index))} >/dev/null 2>&1; "
+
+
+def _with_master(script: str, old: str, new: str) -> str:
+    """The host script with torchrun's rendezvous moved from the name in ``launch.ssh.hosts`` to ``new``."""
+    before, after = shlex.quote(f"--master-addr={old}"), shlex.quote(f"--master-addr={new}")
+    if script.count(before) != 1:
+        raise AssertionError(f"host script has {script.count(before)} copies of {before}")
+    return script.replace(before, after)
 
 
 def _int(value: object) -> int | None:

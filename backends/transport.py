@@ -120,13 +120,28 @@ class SSHTransport:
             self.host, user=self.user, port=self.port, connect_timeout=int(opts.connect_timeout),
             connect_kwargs=connect_kwargs,
         )
-        client = conn.client
         known = Path(opts.known_hosts).expanduser() if opts.known_hosts else Path("~/.ssh/known_hosts").expanduser()
         trusted = known_hosts.load([Path("~/.ssh/known_hosts").expanduser(), known])
+        # ProxyJump hops are Connections of their own, each made by fabric with AutoAddPolicy: the same host-key
+        # policy goes on every one, and each is opened (first hop first) so a refusal names the hop it concerns.
+        chain = [conn]
+        while isinstance(chain[-1].gateway, Connection):
+            chain.append(chain[-1].gateway)
+        for link in reversed(chain):
+            if link is not conn:
+                link.connect_timeout = int(opts.connect_timeout)
+            self._open_checked(link, trusted, known, paramiko)
+        self._conn = conn
+        return conn
+
+    def _open_checked(self, conn: Any, trusted: known_hosts.KnownHosts, known: Path, paramiko: Any) -> None:
+        """Open one link of the chain: host key checked against ``trusted`` (recorded when trusting on first use),
+        @revoked keys refused, every failure one ``UserError`` naming ``user@host:port``."""
+        client = conn.client
         for name in list(trusted.keys):
             for keytype, key in trusted.keys[name].items():
                 client.get_host_keys().add(name, keytype, key)
-        if opts.trust_on_first_use:
+        if self.options.trust_on_first_use:
             client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
         else:
             client.set_missing_host_key_policy(paramiko.RejectPolicy())
@@ -158,10 +173,9 @@ class SSHTransport:
             raise UserError(f"host key of {where} ({server_key.get_name()}) is marked @revoked in known_hosts; "
                             "refusing to use this host", hint="ask the host's admin for its current key")
         name = known_hosts.host_id(conn.host, int(conn.port))
-        if opts.trust_on_first_use and not trusted.knows(name, server_key):
+        if self.options.trust_on_first_use and not trusted.knows(name, server_key):
             known_hosts.append(known, name, server_key)
-        self._conn = conn
-        return conn
+            trusted.keys.add(name, server_key.get_name(), server_key)
 
     def run(self, command: str, *, timeout: float = 60, stdin: str | None = None) -> Result:
         """One command on a fresh channel: stdin written then closed, both outputs drained, exit code kept."""

@@ -161,6 +161,23 @@ def skip_cpu_shm_comm() -> bool:
     return True
 
 
+def keep_out_unless_configured(cfg: Any) -> bool:
+    """Make ``deepspeed`` unimportable in this process when the config does not ask for it; True when it did.
+
+    accelerate imports DeepSpeed whenever it is installed (``extract_model_from_parallel`` checks for its engine
+    while the Trainer is built), and importing it runs DeepSpeed's accelerator probe, which prints a warning and
+    costs a second on every run. A ``None`` entry in ``sys.modules`` is Python's own way to say "not importable":
+    ``importlib.util.find_spec`` then returns None, so transformers' and accelerate's availability checks say no
+    and nothing imports it. Already imported (someone in this process needed it): left alone.
+    """
+    import sys
+
+    if cfg.deepspeed or "deepspeed" in sys.modules:
+        return False
+    sys.modules["deepspeed"] = None  # type: ignore[assignment]
+    return True
+
+
 def require_deepspeed() -> None:
     import importlib.util
 

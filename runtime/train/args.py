@@ -119,6 +119,7 @@ def plan_training(cfg: Any, *, precision: Precision, env: Env, train_rows: int, 
     _evaluation(cfg, args, steps_per_epoch, has_eval)
     _saving(cfg, args, steps_per_epoch)
     _extras(cfg, args, precision)
+    _ddp(cfg, args, env)
     plan.env_vars = tracker_env(cfg)
     from mudpuppy.runtime.parallel import training_args_overrides  # fsdp/deepspeed, translated and resolved
 
@@ -226,7 +227,7 @@ def _extras(cfg: Any, args: dict[str, Any], precision: Precision) -> None:
             args["torch_compile_backend"] = cfg.torch_compile_backend
         if cfg.torch_compile_mode:
             args["torch_compile_mode"] = cfg.torch_compile_mode
-    for key in ("ddp_timeout", "ddp_bucket_cap_mb", "ddp_broadcast_buffers", "ddp_find_unused_parameters"):
+    for key in ("ddp_timeout", "ddp_bucket_cap_mb", "ddp_broadcast_buffers"):
         if getattr(cfg, key) is not None:
             args[key] = getattr(cfg, key)
     if cfg.fsdp or cfg.fsdp_config:
@@ -237,6 +238,21 @@ def _extras(cfg: Any, args: dict[str, Any], precision: Precision) -> None:
         args["fsdp_config"] = fsdp_config
     if cfg.deepspeed:
         args["deepspeed"] = cfg.deepspeed
+
+
+def _ddp(cfg: Any, args: dict[str, Any], env: Env) -> None:
+    """DDP's ``find_unused_parameters`` only when the config asks for it, as Axolotl does.
+
+    Left unset, transformers turns it on for any model without gradient checkpointing: every step then walks the
+    autograd graph once more and torch warns that no unused parameter was found. A LoRA or full fine-tune uses all
+    of its trainable parameters, and reentrant checkpointing even fails with it on ("marked ready twice"). Models
+    that really skip trainable parameters in a step (MoE experts that get no tokens, towers unused by text-only data)
+    need ``ddp_find_unused_parameters: true``.
+    """
+    if cfg.ddp_find_unused_parameters is not None:
+        args["ddp_find_unused_parameters"] = bool(cfg.ddp_find_unused_parameters)
+    elif env.world_size > 1:
+        args["ddp_find_unused_parameters"] = False
 
 
 def tracker_env(cfg: Any) -> dict[str, str]:

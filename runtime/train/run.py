@@ -67,6 +67,9 @@ def _say(stream: TextIO, env: Env, line: str) -> None:
 
 def _run(cfg: Any, env: Env, watcher: Any, stream: TextIO, extra_callbacks: list[Any]) -> int:
     started = time.monotonic()
+    from mudpuppy.runtime.parallel.deepspeed import keep_out_unless_configured
+
+    keep_out_unless_configured(cfg)  # before transformers/accelerate look for it
     output_dir = Path(cfg.output_dir)
     from mudpuppy.runtime.model import build_model, resolve_precision
 

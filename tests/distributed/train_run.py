@@ -1,4 +1,5 @@
-"""``run_training`` on a config (under torchrun or alone), recording whether the model the Trainer steps is sharded.
+"""``run_training`` on a config (under torchrun or alone), recording whether the model the Trainer steps is sharded,
+DDP's ``find_unused_parameters`` and whether ``deepspeed`` was imported.
 
 Usage: train_run.py CONFIG.yml REPORT.json
 """
@@ -23,6 +24,7 @@ def main() -> int:
             params = list(model.parameters())
             seen["dtensor"] = bool(params) and all(isinstance(p, DTensor) for p in params)
             seen["wrapper"] = type(model).__name__
+            seen["find_unused_parameters"] = getattr(model, "find_unused_parameters", None)  # DDP's own flag
             seen["distributed_type"] = str(self.accelerator.distributed_type)
             inner = getattr(model, "module", model)
             cp = getattr(inner, "_mudpuppy_cp", None)
@@ -45,7 +47,8 @@ def main() -> int:
 
     if not dist.is_initialized() or dist.get_rank() == 0:
         with open(sys.argv[2], "w") as fh:
-            json.dump({"exit": code, **seen}, fh)
+            json.dump({"exit": code, **seen, "deepspeed_imported": "deepspeed" in sys.modules
+                       and sys.modules["deepspeed"] is not None}, fh)
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()

@@ -117,6 +117,64 @@ def test_two_hosts_rendezvous_at_the_first(sshd: Sshd, project: Path) -> None:
     assert (runs / "node0" / "outputs/tiny-alpaca/final.txt").read_text() == "steps=3 world=2\n"
 
 
+def test_alias_hosts_rendezvous_at_an_address_the_hosts_resolve(sshd: Sshd, project: Path) -> None:
+    """Hosts named by ~/.ssh/config aliases (which only this machine knows): torchrun on the hosts must get the
+    first host's address as the hosts see it, not the alias."""
+    home = project / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "config").write_text(
+        f"Host mp-node-a\n  HostName 127.0.0.1\n  Port {sshd.port}\n  User {sshd.user}\n"
+        f"Host mp-node-b\n  HostName localhost\n  Port {sshd.port}\n  User {sshd.user}\n")
+    args = ssh_args(sshd, project)
+    args[args.index("--launch.ssh.hosts") + 1] = "[mp-node-a, mp-node-b]"
+    proc = mp("launch", CFG, *args, "--nodes", "2", "--name", "aliases", "--launch.ssh.master_port", "29562",
+              "--launch.env.FAKE_STEPS", "2", env={"HOME": str(home)}, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    runs = project / "remote" / "runs" / _status("aliases")["id"]
+    for node in ("node0", "node1"):
+        text = (runs / node / "output.log").read_text()
+        assert " --master-addr=127.0.0.1 " in text, text  # the supervisor's log of the command it started
+    assert (runs / "node0" / "outputs/tiny-alpaca/final.txt").read_text() == "steps=2 world=2\n"
+
+
+def test_proxyjump_hops_get_the_same_host_key_check(sshd: Sshd, project: Path) -> None:
+    """A ProxyJump through the real sshd to itself: the hop's key is checked like the target's (fabric would
+    accept an unknown hop key), a known one lets the jump through."""
+    home = project / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "config").write_text(
+        f"Host mp-target\n  HostName 127.0.0.1\n  Port {sshd.port}\n  User {sshd.user}\n  ProxyJump mp-hop\n"
+        f"  IdentityFile {sshd.key_file}\n"
+        f"Host mp-hop\n  HostName localhost\n  Port {sshd.port}\n  User {sshd.user}\n  IdentityFile {sshd.key_file}\n")
+    target_only = project / "target_only_known_hosts"  # the target's key, not the hop's
+    target_only.write_text(f"[127.0.0.1]:{sshd.port} {' '.join(sshd.host_pub.split()[:2])}\n")
+    args = ssh_args(sshd, project, host="mp-target", known=target_only)
+    err = one_line_error(mp("launch", CFG, *args, "--name", "jumpunknown", env={"HOME": str(home)}))
+    assert f"host key of {sshd.user}@localhost:{sshd.port} is not in {target_only}" in err, err
+    assert _row("jumpunknown")["status"] == "failed"
+    assert "localhost" not in target_only.read_text()  # nothing learnt silently
+
+    proc = mp("launch", CFG, *ssh_args(sshd, project, host="mp-target"), "--launch.env.FAKE_STEPS", "1",
+              env={"HOME": str(home)})
+    assert proc.returncode == 0 and "fake runtime: done" in proc.stdout, proc.stderr
+
+
+def test_job_runs_in_a_login_shell(project: Path) -> None:
+    """module/conda setups live in login files: a variable exported by the user's ~/.bash_profile reaches the job."""
+    from mudpuppy.tests.infra.services import start_sshd
+
+    home = project / "remote-home"
+    home.mkdir()
+    (home / ".bash_profile").write_text("export FAKE_STEPS=3\n")  # the fake job's step count, default 5
+    host = start_sshd(set_env={"HOME": str(home)})  # the session's HOME: its login files, not the machine's
+    try:
+        proc = mp("launch", CFG, *ssh_args(host, project))
+        assert proc.returncode == 0, proc.stderr
+        assert "fake runtime: step 3/3" in proc.stdout and "step 5/5" not in proc.stdout, proc.stdout
+    finally:
+        host.stop()
+
+
 def _fake_tools(folder: Path) -> Path:
     """``docker`` and ``apptainer`` wrappers around tests/infra/fake_container.py; calls logged to calls.jsonl."""
     import sys
@@ -139,7 +197,10 @@ def test_image_runs_through_the_container_tool_with_secrets_by_name(project: Pat
     from mudpuppy.tests.infra.services import start_sshd
 
     calls = _fake_tools(project / "fakebin")
-    host = start_sshd(set_env={"PATH": f"{calls.parent}:/usr/bin:/bin"})
+    home = project / "remote-home"
+    home.mkdir()  # the job runs in a login shell (/etc/profile resets PATH): the host's login files add the tools
+    (home / ".bash_profile").write_text(f"export PATH={calls.parent}:$PATH\n")
+    host = start_sshd(set_env={"HOME": str(home)})
     try:
         args = ssh_args(host, project)
         args += ["--launch.image", "ghcr.io/acme/train:1", "--launch.ssh.container_python", sys.executable]

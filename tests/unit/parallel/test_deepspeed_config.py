@@ -180,3 +180,32 @@ def test_offloaded_optimizer_without_optimizer_section_accepts_the_trainers_opti
     with_section = {**user, "optimizer": {"type": "AdamW", "params": {"lr": "auto"}}}
     assert parsed(with_section).zero_force_ds_cpu_optimizer is True  # DeepSpeed's optimizer: its default stays
     assert parsed("zero3").zero_force_ds_cpu_optimizer is True  # nothing offloaded: untouched
+
+
+_PROBE = """
+import sys
+from mudpuppy.launcher.config import load_config
+from mudpuppy.runtime.parallel.deepspeed import keep_out_unless_configured
+cfg = load_config(sys.argv[1]).config
+keep_out_unless_configured(cfg)
+import torch
+from accelerate.utils import extract_model_from_parallel
+from transformers.integrations import is_deepspeed_available
+extract_model_from_parallel(torch.nn.Linear(1, 1))  # imports deepspeed whenever it is installed
+print(sys.modules.get("deepspeed") is not None, bool(is_deepspeed_available()))
+"""
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("preset, want", [(None, "False False"), ("zero2", "True True")])
+def test_deepspeed_is_imported_only_when_the_config_asks(tmp_path: Path, preset: str | None, want: str) -> None:
+    """accelerate imports DeepSpeed (and its warning-printing accelerator probe) on every Trainer otherwise."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("deepspeed")
+    cfg_of(tmp_path, deepspeed=preset)
+    proc = subprocess.run([sys.executable, "-c", _PROBE, str(tmp_path / "c.yml")], capture_output=True, text=True,
+                          timeout=100)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split("\n")[-2] == want, proc.stdout

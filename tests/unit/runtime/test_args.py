@@ -112,6 +112,23 @@ def test_precision_auto_resolves_against_the_device():
         resolve_precision(cfg(bf16=True), device="cuda", bf16_supported=False, tf32_supported=False)
 
 
+@pytest.mark.parametrize("keys, world, want", [
+    ({"adapter": "lora", "lora_r": 4, "lora_target_linear": True}, 2, False),  # transformers alone would say True
+    ({"adapter": "lora", "lora_r": 4, "gradient_checkpointing": True,
+      "gradient_checkpointing_kwargs": {"use_reentrant": True}}, 2, False),  # True fails: "marked ready twice"
+    ({}, 8, False),
+    ({"ddp_find_unused_parameters": True}, 2, True),  # the user's word wins (MoE, unused towers)
+    ({"ddp_find_unused_parameters": False}, 1, False),
+    ({}, 1, None),  # no DDP: nothing to decide
+])
+def test_ddp_find_unused_parameters_only_when_asked(keys, world, want):
+    from transformers import TrainingArguments
+
+    p = plan(env=Env(world_size=world, rank=0), **keys)
+    assert p.args.get("ddp_find_unused_parameters") == want
+    assert TrainingArguments(**p.args).ddp_find_unused_parameters is want
+
+
 def test_embedding_lr_scale_wins_and_offload_is_planned():
     assert plan(embedding_lr_scale=0.5, embedding_lr=1e-5).embedding_lr == ("scale", 0.5)
     assert plan(embedding_lr=1e-5).embedding_lr == ("lr", 1e-5)
