@@ -23,7 +23,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from mudpuppy.backends.base import Backend, Capabilities, Handle, Plan, RunStatus, State
+from mudpuppy.backends.ray_accelerators import ray_accelerator
 from mudpuppy.launcher.bundle import Bundle
 from mudpuppy.launcher.config.schema.launch import LaunchSection
 from mudpuppy.launcher.contract import BUNDLE_SUFFIX, ENV_BUNDLE, ENV_RUN_ID, ENV_VOLUME
@@ -80,13 +83,19 @@ def num_workers(launch: LaunchSection) -> int:
     return launch.nodes * max(count, 1)
 
 
-def job_spec(launch: LaunchSection, run_id: str) -> dict[str, Any]:
-    """What the driver inside the job needs (plain JSON; no secrets)."""
+def job_spec(launch: LaunchSection, run_id: str, *, keep: int | None = None) -> dict[str, Any]:
+    """What the driver inside the job needs (plain JSON; no secrets). ``keep`` is the config's save_total_limit."""
     kind, count = launch.gpu_kind_and_count()
     use_gpu = launch.ray.use_gpu if launch.ray.use_gpu is not None else count > 0
     resources = dict(sorted(launch.ray.resources_per_worker.items()))
     if use_gpu and kind and not any(key.startswith("accelerator_type:") for key in resources):
-        resources[f"accelerator_type:{kind.upper()}"] = 0.001  # Ray's convention for pinning a GPU model
+        resources[f"accelerator_type:{ray_accelerator(kind)}"] = 0.001  # Ray's convention for pinning a GPU model
+    storage = storage_path(launch)
+    if launch.nodes > 1 and not storage:
+        # Ray Train's default storage is each node's local ~/ray_results: rank 0's checkpoints would land on one
+        # node and a restarted group on another could not read them.
+        raise UserError(f"launch.nodes is {launch.nodes} but the ray backend has no shared storage for checkpoints",
+                        hint="set launch.ray.storage_path (or launch.volume) to an NFS path or s3:// / gs:// URI")
     return {
         "run_id": run_id,
         "bundle": BUNDLE_FILE,
@@ -94,8 +103,9 @@ def job_spec(launch: LaunchSection, run_id: str) -> dict[str, Any]:
         "num_workers": num_workers(launch),
         "use_gpu": use_gpu,
         "resources_per_worker": resources,
-        "storage_path": storage_path(launch),
+        "storage_path": storage,
         "max_failures": launch.retries,
+        "num_to_keep": keep,
         "workdir": launch.ray.workdir.rstrip("/"),
         "backend": launch.ray.backend or ("nccl" if use_gpu else "gloo"),
     }
@@ -115,7 +125,8 @@ class RayBackend(Backend):
     def plan(self, bundle: Bundle, run_id: str) -> Plan:
         launch = self.launch
         address = resolve_address(launch)
-        spec = job_spec(launch, run_id)
+        keep = (yaml.safe_load(bundle.config_text) or {}).get("save_total_limit")
+        spec = job_spec(launch, run_id, keep=keep)
         entrypoint = f"python -m mudpuppy.launcher.ray_entry --spec {shlex.quote(json.dumps(spec, sort_keys=True))}"
         staged = stage_dir(bundle.digest)
         env = dict(sorted(launch.env.items()))

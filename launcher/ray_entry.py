@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         run_config=RunConfig(
             name=spec["run_id"], storage_path=spec["storage_path"],
             failure_config=FailureConfig(max_failures=spec["max_failures"]),
-            checkpoint_config=CheckpointConfig(),
+            checkpoint_config=CheckpointConfig(num_to_keep=spec.get("num_to_keep")),
         ),
         torch_config=TorchConfig(backend=spec["backend"]),
     )

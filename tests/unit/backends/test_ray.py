@@ -18,6 +18,8 @@ from mudpuppy.launcher.config.schema.launch import LaunchSection
 from mudpuppy.launcher.errors import UserError
 from tests.infra.tiny_bundle import tiny_bundle
 
+pytestmark = pytest.mark.timeout(120)
+
 
 def launch(**values: Any) -> LaunchSection:
     return LaunchSection.model_validate({"backend": "ray", **values})
@@ -51,7 +53,7 @@ def test_plan_is_a_pure_job_request(bundle: Any) -> None:
     assert request["entrypoint"].startswith("python -m mudpuppy.launcher.ray_entry --spec ")
     assert spec == {"run_id": "r1", "bundle": "bundle.tar.gz", "entrypoint": "mudpuppy.runtime", "num_workers": 8,
                     "use_gpu": True, "resources_per_worker": {"CPU": 8, "accelerator_type:A100": 0.001},
-                    "storage_path": "s3://b/runs", "max_failures": 5, "workdir": "/tmp/mudpuppy-ray",
+                    "storage_path": "s3://b/runs", "max_failures": 5, "num_to_keep": 2, "workdir": "/tmp/mudpuppy-ray",
                     "backend": "nccl"}
     assert plan.script.splitlines()[-1] == request["entrypoint"]
 
@@ -75,6 +77,33 @@ def test_storage_path_and_address_rules(monkeypatch: pytest.MonkeyPatch) -> None
     with pytest.raises(UserError, match=r"not a dashboard URL \(use the Jobs API address, e.g. http://h:8265"):
         resolve_address(launch(ray={"address": "ray://h:10001"}))
     assert job_spec(launch(gpus="H100:8", ray={"use_gpu": False}), "r")["use_gpu"] is False
+
+
+def test_accelerator_label_is_rays_name() -> None:
+    spec = job_spec(launch(gpus="A100-80GB:8"), "r")
+    assert spec["resources_per_worker"] == {"accelerator_type:A100": 0.001}
+    assert job_spec(launch(gpus="A10"), "r")["resources_per_worker"] == {"accelerator_type:A10G": 0.001}
+    with pytest.raises(UserError, match="Ray has no accelerator type 'X9'"):
+        job_spec(launch(gpus="X9:2"), "r")
+
+
+def test_multi_node_needs_shared_storage() -> None:
+    with pytest.raises(UserError) as err:
+        job_spec(launch(nodes=2, gpus="H100:8"), "r")
+    assert err.value.one_line() == (
+        "launch.nodes is 2 but the ray backend has no shared storage for checkpoints (set launch.ray.storage_path "
+        "(or launch.volume) to an NFS path or s3:// / gs:// URI)")
+    assert job_spec(launch(nodes=2, ray={"storage_path": "s3://b/x"}), "r")["storage_path"] == "s3://b/x"
+    assert job_spec(launch(nodes=1), "r")["storage_path"] is None
+
+
+def test_num_to_keep_comes_from_save_total_limit(bundle: Any) -> None:
+    import dataclasses
+
+    assert "save_total_limit: 2\n" in bundle.config_text
+    text = bundle.config_text.replace("save_total_limit: 2\n", "save_total_limit: 3\n")
+    plan = RayBackend(launch()).plan(dataclasses.replace(bundle, config_text=text), "r")
+    assert json.loads(shlex.split(plan.extra["request"]["entrypoint"])[-1])["num_to_keep"] == 3
 
 
 def test_no_cluster_is_one_line_and_stages_nothing(bundle: Any, monkeypatch: pytest.MonkeyPatch) -> None:
