@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.v2.api.exceptions import TrainingFailedError
+
+    from mudpuppy.launcher.ray_user_error import is_user_error, stop_on_user_error, user_error_line
 
     trainer = TorchTrainer(
         train_loop,
@@ -46,14 +49,19 @@ def main(argv: list[str] | None = None) -> int:
             name=spec["run_id"], storage_path=spec["storage_path"],
             failure_config=FailureConfig(max_failures=spec["max_failures"]),
             checkpoint_config=CheckpointConfig(num_to_keep=spec.get("num_to_keep")),
+            callbacks=[stop_on_user_error()],
         ),
         torch_config=TorchConfig(backend=spec["backend"]),
     )
     print(f"[mudpuppy] Ray Train: {spec['num_workers']} worker(s), gpu={spec['use_gpu']}, "
           f"max_failures={spec['max_failures']}, storage={spec['storage_path'] or 'ray default'}", flush=True)
-    result = trainer.fit()
-    if getattr(result, "error", None):
-        print(f"[mudpuppy] training failed: {result.error}", file=sys.stderr, flush=True)
+    try:
+        result = trainer.fit()  # Train V2 raises WorkerGroupError / ControllerError once retries are spent
+    except TrainingFailedError as exc:
+        if is_user_error(exc):
+            print(f"error: {user_error_line(exc)}", file=sys.stderr, flush=True)
+            return EXIT_USER_ERROR
+        print(f"[mudpuppy] training failed ({type(exc).__name__}): {exc}", file=sys.stderr, flush=True)
         return 1
     where = result.checkpoint.path if result.checkpoint is not None else "(no checkpoint)"
     print(f"[mudpuppy] done; final outputs at {where}", flush=True)
@@ -64,13 +72,27 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def train_loop(spec: dict[str, Any]) -> None:
+    """Ray Train's per-worker function; a user error (bad config or data) becomes ``UserErrorExit``."""
+    from mudpuppy.launcher.errors import UserError
+    from mudpuppy.launcher.ray_user_error import UserErrorExit
+
+    try:
+        _train(spec)
+    except UserError as exc:
+        raise UserErrorExit(exc.one_line()) from None
+
+
+def _train(spec: dict[str, Any]) -> None:
     import ray.train
 
     context = ray.train.get_context()
+    print(f"[mudpuppy] Train worker rank {context.get_world_rank()} of {context.get_world_size()} starting",
+          flush=True)
     workdir = Path(spec["workdir"]) / spec["run_id"]
     os.environ[ENV_WORKDIR] = str(workdir)
 
     from mudpuppy.launcher.config import load_config
+    from mudpuppy.launcher.ray_user_error import UserErrorExit
     from mudpuppy.runtime.entry import resolve_location
     from mudpuppy.runtime.env import read_env
     from mudpuppy.runtime.train.run import run_training
@@ -90,7 +112,7 @@ def train_loop(spec: dict[str, Any]) -> None:
     code = run_training(cfg, env=read_env(), watcher=PreemptionWatcher(),
                         extra_callbacks=[report_callback(output_dir, rank)])
     if code == EXIT_USER_ERROR:
-        raise RuntimeError("the runtime stopped on a user error (exit 2); see the messages above")
+        raise UserErrorExit("the runtime stopped on a user error (exit 2); see the messages above")
     if code != EXIT_OK:
         raise RuntimeError(f"the runtime exited {code}")
     report_final(output_dir, workdir, rank)

@@ -23,7 +23,7 @@ from mudpuppy.launcher import dispatch  # noqa: E402
 from mudpuppy.launcher.registry import Registry, RunRecord, new_run_id  # noqa: E402
 from tests.infra.ray import RayCluster, ray_cluster, ray_env  # noqa: E402
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 EXAMPLES = Path(__file__).resolve().parents[2] / "templates" / "examples"
 MAX_STEPS = 30  # long enough (~20 s of steps) to kill a worker between the first checkpoint and the end
 
@@ -46,11 +46,11 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cluster: RayClust
     return tmp_path
 
 
-def write_config(folder: Path, *, max_steps: int, retries: int) -> Path:
+def write_config(folder: Path, *, max_steps: int, retries: int, data_type: str = "alpaca") -> Path:
     cfg = yaml.safe_load((EXAMPLES / "tiny-alpaca.yml").read_text())
     cfg.update({
         "base_model": str(EXAMPLES / "tiny-llama"),
-        "datasets": [{"path": str(EXAMPLES / "data" / "alpaca_tiny.jsonl"), "type": "alpaca"}],
+        "datasets": [{"path": str(EXAMPLES / "data" / "alpaca_tiny.jsonl"), "type": data_type}],
         "val_set_size": 0, "sequence_len": 128, "micro_batch_size": 2, "gradient_accumulation_steps": 1,
         "max_steps": max_steps, "save_steps": 2, "logging_steps": 1, "warmup_steps": 0,
         "dataloader_num_workers": 0,
@@ -164,3 +164,21 @@ def test_cancel_stops_a_running_job(workspace: Path, cluster: RayCluster) -> Non
     backend, handle = dispatch.backend_for(record)
     wait_for(lambda: backend.status(handle).state == State.CANCELLED, 60, "Ray to stop the job")
     assert registry.get(record.id).status == State.CANCELLED.value
+
+
+def test_user_error_fails_after_one_attempt(workspace: Path, cluster: RayCluster) -> None:
+    """A bad prompt style (found by the runtime, exit 2) with retries: 2 must not start the worker group again."""
+    registry = Registry()
+    record = launch(write_config(workspace, max_steps=4, retries=2, data_type="alpaca:nosuchstyle"), registry)
+
+    def finished():  # type: ignore[no-untyped-def]
+        status = dispatch.refresh(record, registry)[1]
+        return status if status.state.terminal else None
+
+    status = wait_for(finished, 300, "the bad run to fail", poll=2)
+    logs = "".join(dispatch.iter_logs(record, follow=False))
+    assert status.state == State.FAILED, logs[-4000:]
+    starts = {line for line in logs.splitlines() if "Train worker rank 0 of 2 starting" in line}  # one per pid
+    assert len(starts) == 1, logs[-6000:]  # one attempt, although max_failures is 2
+    assert status.exit_code == 2, (status, logs[-3000:])
+    assert "error: type 'alpaca:nosuchstyle': unknown prompt style 'nosuchstyle'" in logs, logs[-3000:]
