@@ -17,6 +17,7 @@ import json
 import os
 import shlex
 import shutil
+import sys
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -35,6 +36,8 @@ from mudpuppy.launcher.registry import state_dir
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 BUNDLE_FILE = f"bundle{BUNDLE_SUFFIX}"
+# Ray refuses runtime_env packages at its gRPC message size (512 MiB); the zip adds a little to the bundle.
+WORKING_DIR_LIMIT = 500 * 1024 * 1024
 
 # Ray's JobStatus values -> ours.
 STATES = {
@@ -127,6 +130,9 @@ class RayBackend(Backend):
         address = resolve_address(launch)
         keep = (yaml.safe_load(bundle.config_text) or {}).get("save_total_limit")
         spec = job_spec(launch, run_id, keep=keep)
+        upload = bundle_upload(bundle.path, spec["storage_path"], run_id)
+        if upload:
+            spec["bundle"] = upload
         entrypoint = f"python -m mudpuppy.launcher.ray_entry --spec {shlex.quote(json.dumps(spec, sort_keys=True))}"
         staged = stage_dir(bundle.digest)
         env = dict(sorted(launch.env.items()))
@@ -134,7 +140,8 @@ class RayBackend(Backend):
         env[ENV_BUNDLE] = BUNDLE_FILE
         if launch.volume:
             env[ENV_VOLUME] = launch.volume
-        runtime_env: dict[str, Any] = {"working_dir": str(staged / "job"), "env_vars": env}
+        runtime_env: dict[str, Any] = {"working_dir": str(staged / ("job-nobundle" if upload else "job")),
+                                       "env_vars": env}
         if launch.ray.ship_source:
             runtime_env["py_modules"] = [str(staged / "src" / "mudpuppy")]
         if launch.ray.pip:
@@ -155,7 +162,7 @@ class RayBackend(Backend):
             script=script + "\n", workdir=f"{spec['workdir']}/{run_id}", session=address, env=env,
             secrets=tuple(launch.secrets), retries=launch.retries,
             extra={"request": request, "stage": str(staged), "wheel": bundle.image.get("wheel"),
-                   "storage_path": spec["storage_path"]},
+                   "storage_path": spec["storage_path"], "bundle_upload": upload},
         )
 
     # ------------------------------------------------------------------------------------------ submit
@@ -166,8 +173,14 @@ class RayBackend(Backend):
             if name not in os.environ:
                 raise UserError(f"secret {name} is not set in your environment", hint="export it, then relaunch")
         client = self._client(plan.session)  # before staging: no cluster, nothing written
+        upload = plan.extra.get("bundle_upload")
         stage(Path(plan.bundle_path), Path(plan.extra["stage"]), plan.extra.get("wheel"),
-              ship_source="py_modules" in request["runtime_env"])
+              ship_source="py_modules" in request["runtime_env"], with_bundle=not upload)
+        if upload:
+            size = Path(plan.bundle_path).stat().st_size
+            print(f"bundle is {size / 2**20:.0f} MiB, over Ray's working_dir upload limit: copying it to {upload}",
+                  file=sys.stderr, flush=True)
+            copy_to_storage(Path(plan.bundle_path), upload)
         # Secret values travel only in the submission request (Ray keeps runtime_env in its GCS, like any job's).
         env_vars.update({name: os.environ[name] for name in plan.secrets})
         try:
@@ -229,11 +242,47 @@ class RayBackend(Backend):
         return f"{root.rstrip('/')}/{plan.run_id} (final outputs: the last checkpoint, final-*)"
 
 
-def stage(bundle: Path, target: Path, wheel: str | None, *, ship_source: bool) -> None:
-    """``target/job/bundle.tar.gz`` and ``target/src/mudpuppy`` (from the bundle's wheel), each made once."""
-    job = target / "job"
-    if not (job / BUNDLE_FILE).is_file():
+def bundle_upload(bundle: Path, storage: str | None, run_id: str) -> str | None:
+    """Where a bundle too large for the job's ``working_dir`` goes instead (``STORAGE/RUN_ID/bundle.tar.gz``).
+
+    None when it fits. Ray would refuse the upload with a gRPC size error only after staging and contacting the
+    cluster; here the size decides at plan time, and without storage the user gets one line saying what to set.
+    """
+    size = bundle.stat().st_size
+    if size <= WORKING_DIR_LIMIT:
+        return None
+    if not storage:
+        raise UserError(f"bundle {bundle.name} is {size / 2**20:.0f} MiB, over Ray's "
+                        f"{WORKING_DIR_LIMIT // 2**20} MiB working_dir upload limit",
+                        hint="set launch.ray.storage_path (shared path or s3:// / gs://) so it goes through storage, "
+                        "or load large data/models from there instead of bundling them")
+    return f"{storage.rstrip('/')}/{run_id}/{BUNDLE_FILE}"
+
+
+def copy_to_storage(source: Path, dest: str) -> None:
+    """Copy the bundle to a shared path or object store URI with pyarrow's filesystems (Ray Train's own)."""
+    if "://" not in dest:
+        Path(dest).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, dest)
+        return
+    from pyarrow import fs
+
+    filesystem, path = fs.FileSystem.from_uri(dest)
+    filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    fs.copy_files(str(source), path, source_filesystem=fs.LocalFileSystem(), destination_filesystem=filesystem)
+
+
+def stage(bundle: Path, target: Path, wheel: str | None, *, ship_source: bool, with_bundle: bool = True) -> None:
+    """``target/job/bundle.tar.gz`` and ``target/src/mudpuppy`` (from the bundle's wheel), each made once.
+
+    ``with_bundle=False`` (a bundle that goes through storage) leaves ``job`` empty but present: the job still
+    needs a working_dir of its own.
+    """
+    job = target / ("job" if with_bundle else "job-nobundle")
+    if with_bundle and not (job / BUNDLE_FILE).is_file():
         _atomic_dir(job, lambda tmp: _link_or_copy(bundle, tmp / BUNDLE_FILE))
+    elif not with_bundle:
+        job.mkdir(parents=True, exist_ok=True)
     if ship_source and not (target / "src" / "mudpuppy").is_dir():
         if not wheel:
             raise UserError("the bundle carries no mudpuppy wheel to ship to the Ray cluster",

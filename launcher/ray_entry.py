@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mudpuppy.launcher.ray_entry")
     parser.add_argument("--spec", required=True, help="JSON written by backends.ray.job_spec")
     spec = json.loads(parser.parse_args(argv).spec)
-    spec["bundle"] = str(Path(spec["bundle"]).resolve())  # the job's cwd is its working_dir, holding the bundle
+    if "://" not in spec["bundle"]:  # the job's cwd is its working_dir, holding the bundle
+        spec["bundle"] = str(Path(spec["bundle"]).resolve())
 
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -68,6 +69,21 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_OK
 
 
+def fetch_bundle(location: str, folder: Path) -> Path:
+    """Copy a bundle from an object store URI into ``folder`` (bundles over Ray's working_dir limit go through
+    storage, see ``backends.ray``); atomic, so a rank never reads a half-copied file."""
+    from pyarrow import fs
+
+    filesystem, path = fs.FileSystem.from_uri(location)
+    folder.mkdir(parents=True, exist_ok=True)
+    local = folder / Path(path).name
+    tmp = folder / f".{local.name}.{os.getpid()}"
+    fs.copy_files(path, str(tmp), source_filesystem=filesystem, destination_filesystem=fs.LocalFileSystem())
+    os.replace(tmp, local)
+    print(f"[mudpuppy] fetched the bundle from {location}", flush=True)
+    return local
+
+
 # ---------------------------------------------------------------- inside each Ray Train worker
 
 
@@ -98,6 +114,12 @@ def _train(spec: dict[str, Any]) -> None:
     from mudpuppy.runtime.train.run import run_training
     from mudpuppy.runtime.train.signals import PreemptionWatcher
 
+    if "://" in spec["bundle"]:  # one copy per node, then everyone reads it
+        local = workdir.parent / f".bundle-{spec['run_id']}" / Path(spec["bundle"]).name
+        if context.get_local_rank() == 0:
+            fetch_bundle(spec["bundle"], local.parent)
+        _barrier()
+        spec = {**spec, "bundle": str(local)}
     config_path = resolve_location(spec["bundle"])  # extracts the bundle once and moves into workdir
     cfg = load_config(config_path).config
     output_dir = Path(cfg.output_dir).resolve()

@@ -156,3 +156,43 @@ def test_backend_modules_import_no_sdk() -> None:
             "print(sorted(m for m in ('ray', 'modal', 'sky', 'torch', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_large_bundle_goes_through_storage(bundle: Any, tmp_path: Path) -> None:
+    """The size decision, on a sparse stand-in of a 600 MiB bundle (no disk used): storage, or one line."""
+    import dataclasses
+
+    from mudpuppy.backends.ray import WORKING_DIR_LIMIT
+
+    big = tmp_path / "big" / "bundle-x.tar.gz"
+    big.parent.mkdir()
+    with open(big, "wb") as out:
+        out.truncate(600 * 2**20)
+    assert big.stat().st_size > WORKING_DIR_LIMIT >= bundle.path.stat().st_size
+    large = dataclasses.replace(bundle, path=big)
+    with pytest.raises(UserError) as err:
+        RayBackend(launch()).plan(large, "r")
+    assert err.value.one_line().startswith(
+        "bundle bundle-x.tar.gz is 600 MiB, over Ray's 500 MiB working_dir upload limit (set launch.ray.storage_path")
+    plan = RayBackend(launch(ray={"storage_path": "s3://b/runs"})).plan(large, "r7")
+    spec = json.loads(shlex.split(plan.extra["request"]["entrypoint"])[-1])
+    assert spec["bundle"] == plan.extra["bundle_upload"] == "s3://b/runs/r7/bundle.tar.gz"
+    assert Path(plan.extra["request"]["runtime_env"]["working_dir"]).name == "job-nobundle"
+    small = RayBackend(launch(ray={"storage_path": "s3://b/runs"})).plan(bundle, "r7")
+    assert small.extra["bundle_upload"] is None
+    assert json.loads(shlex.split(small.extra["request"]["entrypoint"])[-1])["bundle"] == "bundle.tar.gz"
+
+
+def test_bundle_round_trip_through_storage(bundle: Any, tmp_path: Path) -> None:
+    """What submit copies to storage is what the job's workers fetch (pyarrow's file:// filesystem)."""
+    pytest.importorskip("pyarrow")
+    from mudpuppy.backends.ray import copy_to_storage
+    from mudpuppy.launcher.ray_entry import fetch_bundle
+
+    uri = f"file://{tmp_path}/storage/r1/bundle.tar.gz"
+    copy_to_storage(bundle.path, uri)
+    copy_to_storage(bundle.path, str(tmp_path / "shared" / "r1" / "bundle.tar.gz"))
+    local = fetch_bundle(uri, tmp_path / "node")
+    assert local == tmp_path / "node" / "bundle.tar.gz" and local.read_bytes() == bundle.path.read_bytes()
+    assert (tmp_path / "shared" / "r1" / "bundle.tar.gz").read_bytes() == bundle.path.read_bytes()
+    assert sorted(p.name for p in (tmp_path / "node").iterdir()) == ["bundle.tar.gz"]
