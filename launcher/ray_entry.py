@@ -24,6 +24,7 @@ from typing import Any
 from mudpuppy.launcher.contract import ENV_WORKDIR, EXIT_OK, EXIT_USER_ERROR
 
 FINAL_MARKER = "mudpuppy-final.json"
+MANIFEST = "mudpuppy-manifest.json"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,7 +133,7 @@ def _train(spec: dict[str, Any]) -> None:
     # Ray owns signals and restarts here; an uninstalled watcher keeps the runtime from touching handlers
     # (signal.signal only works on the main thread, and Ray runs this function on another one).
     code = run_training(cfg, env=read_env(), watcher=PreemptionWatcher(),
-                        extra_callbacks=[report_callback(output_dir, rank)])
+                        extra_callbacks=[report_callback(output_dir, rank, context.get_local_rank())])
     if code == EXIT_USER_ERROR:
         raise UserErrorExit("the runtime stopped on a user error (exit 2); see the messages above")
     if code != EXIT_OK:
@@ -184,26 +185,66 @@ def _barrier() -> None:
         dist.barrier()
 
 
-def report_callback(output_dir: Path, rank: int) -> Any:
-    """A TrainerCallback: after each published checkpoint, every worker reports; rank 0 attaches the folder."""
+def report_callback(output_dir: Path, rank: int, local_rank: int = 0) -> Any:
+    """A TrainerCallback: after each published checkpoint every worker reports, each node leader with its files.
+
+    Ray Train V2 merges the checkpoints that workers report under one ``checkpoint_dir_name``, so a sharded
+    checkpoint (FSDP / DeepSpeed write one shard per rank) is complete in storage only when every node uploads
+    the shards its ranks wrote: rank 0 sends the published folder with the manifest, the first rank on every other
+    node sends its node's files (``upload_folder``).
+    """
     import ray.train
     from transformers import TrainerCallback
 
     class RayReport(TrainerCallback):
         def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             step = state.global_step
-            folder = output_dir / f"checkpoint-{step}"
             metrics: dict[str, Any] = {"step": step}
             losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
             if losses:
                 metrics["loss"] = losses[-1]
-            checkpoint = None
-            if rank == 0 and (folder / "mudpuppy-manifest.json").is_file():
-                checkpoint = ray.train.Checkpoint.from_directory(str(folder))
-            ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoint-{step}",
-                             delete_local_checkpoint_after_upload=False)
+            folder = upload_folder(output_dir, step, rank=rank, local_rank=local_rank)
+            checkpoint = ray.train.Checkpoint.from_directory(str(folder)) if folder else None
+            try:
+                ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoint-{step}",
+                                 delete_local_checkpoint_after_upload=False)
+            finally:
+                if folder is not None and folder.name.startswith(".ray-upload-"):
+                    shutil.rmtree(folder, ignore_errors=True)
 
     return RayReport()
+
+
+def upload_folder(output_dir: Path, step: int, *, rank: int, local_rank: int) -> Path | None:
+    """What this worker hands to Ray for ``checkpoint-STEP``: None, or a folder on this node.
+
+    Rank 0: the published checkpoint (manifest written last, so a folder without one is not reported). The
+    first rank of any other node: the files its node holds for that step (published there with
+    ``save_on_each_node``, else still under ``.staging``), hard-linked into a private folder without the node's own
+    manifest, so rank 0's manifest is the one that lands in storage. Every other rank shares its node leader's disk.
+    """
+    from mudpuppy.runtime.checkpoints.atomic import staging_root
+
+    published = output_dir / f"checkpoint-{step}"
+    if rank == 0:
+        return published if (published / MANIFEST).is_file() else None
+    if local_rank != 0:
+        return None
+    staged = staging_root(output_dir) / f"checkpoint-{step}"
+    source = staged if staged.is_dir() else published
+    if not source.is_dir():
+        return None
+    target = output_dir / f".ray-upload-checkpoint-{step}-rank{rank}"
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(source, target, copy_function=_link_or_copy, ignore=shutil.ignore_patterns(MANIFEST))
+    return target
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def report_final(output_dir: Path, workdir: Path, rank: int) -> None:
