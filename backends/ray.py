@@ -27,13 +27,17 @@ import os
 import secrets
 import shlex
 import shutil
+import sys
 import tempfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from mudpuppy.backends.base import Backend, Capabilities, Handle, Plan, RunStatus, State
+from mudpuppy.backends.ray_accelerators import ray_accelerator
 from mudpuppy.launcher.bundle import Bundle
 from mudpuppy.launcher.config.schema.launch import LaunchSection
 from mudpuppy.launcher.contract import BUNDLE_SUFFIX, ENV_BUNDLE, ENV_RUN_ID, ENV_VOLUME
@@ -43,6 +47,8 @@ from mudpuppy.launcher.registry import state_dir
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 BUNDLE_FILE = f"bundle{BUNDLE_SUFFIX}"
 SECRETS_FILE = ".mudpuppy-secrets.json"  # in the job's working_dir; the driver deletes it once read
+# Ray refuses runtime_env packages at its gRPC message size (512 MiB); the zip adds a little to the bundle.
+WORKING_DIR_LIMIT = 500 * 1024 * 1024
 
 # Ray's JobStatus values -> ours.
 STATES = {
@@ -91,13 +97,19 @@ def num_workers(launch: LaunchSection) -> int:
     return launch.nodes * max(count, 1)
 
 
-def job_spec(launch: LaunchSection, run_id: str) -> dict[str, Any]:
-    """What the driver inside the job needs (plain JSON; no secrets)."""
+def job_spec(launch: LaunchSection, run_id: str, *, keep: int | None = None) -> dict[str, Any]:
+    """What the driver inside the job needs (plain JSON; no secrets). ``keep`` is the config's save_total_limit."""
     kind, count = launch.gpu_kind_and_count()
     use_gpu = launch.ray.use_gpu if launch.ray.use_gpu is not None else count > 0
     resources = dict(sorted(launch.ray.resources_per_worker.items()))
     if use_gpu and kind and not any(key.startswith("accelerator_type:") for key in resources):
-        resources[f"accelerator_type:{kind.upper()}"] = 0.001  # Ray's convention for pinning a GPU model
+        resources[f"accelerator_type:{ray_accelerator(kind)}"] = 0.001  # Ray's convention for pinning a GPU model
+    storage = storage_path(launch)
+    if launch.nodes > 1 and not storage:
+        # Ray Train's default storage is each node's local ~/ray_results: rank 0's checkpoints would land on one
+        # node and a restarted group on another could not read them.
+        raise UserError(f"launch.nodes is {launch.nodes} but the ray backend has no shared storage for checkpoints",
+                        hint="set launch.ray.storage_path (or launch.volume) to an NFS path or s3:// / gs:// URI")
     return {
         "run_id": run_id,
         "bundle": BUNDLE_FILE,
@@ -105,8 +117,9 @@ def job_spec(launch: LaunchSection, run_id: str) -> dict[str, Any]:
         "num_workers": num_workers(launch),
         "use_gpu": use_gpu,
         "resources_per_worker": resources,
-        "storage_path": storage_path(launch),
+        "storage_path": storage,
         "max_failures": launch.retries,
+        "num_to_keep": keep,
         "workdir": launch.ray.workdir.rstrip("/"),
         "backend": launch.ray.backend or ("nccl" if use_gpu else "gloo"),
     }
@@ -126,7 +139,11 @@ class RayBackend(Backend):
     def plan(self, bundle: Bundle, run_id: str) -> Plan:
         launch = self.launch
         address = resolve_address(launch)
-        spec = job_spec(launch, run_id)
+        keep = (yaml.safe_load(bundle.config_text) or {}).get("save_total_limit")
+        spec = job_spec(launch, run_id, keep=keep)
+        upload = bundle_upload(bundle.path, spec["storage_path"], run_id)
+        if upload:
+            spec["bundle"] = upload
         entrypoint = "python -m mudpuppy.launcher.ray_entry"
         if launch.secrets:
             entrypoint += f" --secrets-file {SECRETS_FILE}"
@@ -137,7 +154,8 @@ class RayBackend(Backend):
         env[ENV_BUNDLE] = BUNDLE_FILE
         if launch.volume:
             env[ENV_VOLUME] = launch.volume
-        runtime_env: dict[str, Any] = {"working_dir": str(staged / "job"), "env_vars": env}
+        runtime_env: dict[str, Any] = {"working_dir": str(staged / ("job-nobundle" if upload else "job")),
+                                       "env_vars": env}
         if launch.ray.ship_source:
             runtime_env["py_modules"] = [str(staged / "src" / "mudpuppy")]
         if launch.ray.pip:
@@ -158,7 +176,7 @@ class RayBackend(Backend):
             script=script + "\n", workdir=f"{spec['workdir']}/{run_id}", session=address, env=env,
             secrets=tuple(launch.secrets), retries=launch.retries,
             extra={"request": request, "stage": str(staged), "wheel": bundle.image.get("wheel"),
-                   "storage_path": spec["storage_path"]},
+                   "storage_path": spec["storage_path"], "bundle_upload": upload},
         )
 
     # ------------------------------------------------------------------------------------------ submit
@@ -168,13 +186,19 @@ class RayBackend(Backend):
             if name not in os.environ:
                 raise UserError(f"secret {name} is not set in your environment", hint="export it, then relaunch")
         client = self._client(plan.session)  # before staging: no cluster, nothing written
+        upload = plan.extra.get("bundle_upload")
         stage(Path(plan.bundle_path), Path(plan.extra["stage"]), plan.extra.get("wheel"),
-              ship_source="py_modules" in request["runtime_env"])
+              ship_source="py_modules" in request["runtime_env"], with_bundle=not upload)
+        if upload:
+            size = Path(plan.bundle_path).stat().st_size
+            print(f"bundle is {size / 2**20:.0f} MiB, over Ray's working_dir upload limit: copying it to {upload}",
+                  file=sys.stderr, flush=True)
+            copy_to_storage(Path(plan.bundle_path), upload)
         values = {name: os.environ[name] for name in plan.secrets}
         with contextlib.ExitStack() as stack:
             if values:  # never in runtime_env.env_vars: Ray shows those in `ray job list` and the dashboard
                 request["runtime_env"]["working_dir"] = str(stack.enter_context(secret_working_dir(
-                    Path(plan.extra["stage"]), values)))
+                    Path(plan.extra["stage"]), values, with_bundle=not upload)))
             try:
                 job_id = client.submit_job(**request)
             except Exception as exc:  # Ray raises RuntimeError with the HTTP body for refused requests
@@ -234,11 +258,47 @@ class RayBackend(Backend):
         return f"{root.rstrip('/')}/{plan.run_id} (final outputs: the last checkpoint, final-*)"
 
 
-def stage(bundle: Path, target: Path, wheel: str | None, *, ship_source: bool) -> None:
-    """``target/job/bundle.tar.gz`` and ``target/src/mudpuppy`` (from the bundle's wheel), each made once."""
-    job = target / "job"
-    if not (job / BUNDLE_FILE).is_file():
+def bundle_upload(bundle: Path, storage: str | None, run_id: str) -> str | None:
+    """Where a bundle too large for the job's ``working_dir`` goes instead (``STORAGE/RUN_ID/bundle.tar.gz``).
+
+    None when it fits. Ray would refuse the upload with a gRPC size error only after staging and contacting the
+    cluster; here the size decides at plan time, and without storage the user gets one line saying what to set.
+    """
+    size = bundle.stat().st_size
+    if size <= WORKING_DIR_LIMIT:
+        return None
+    if not storage:
+        raise UserError(f"bundle {bundle.name} is {size / 2**20:.0f} MiB, over Ray's "
+                        f"{WORKING_DIR_LIMIT // 2**20} MiB working_dir upload limit",
+                        hint="set launch.ray.storage_path (shared path or s3:// / gs://) so it goes through storage, "
+                        "or load large data/models from there instead of bundling them")
+    return f"{storage.rstrip('/')}/{run_id}/{BUNDLE_FILE}"
+
+
+def copy_to_storage(source: Path, dest: str) -> None:
+    """Copy the bundle to a shared path or object store URI with pyarrow's filesystems (Ray Train's own)."""
+    if "://" not in dest:
+        Path(dest).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, dest)
+        return
+    from pyarrow import fs
+
+    filesystem, path = fs.FileSystem.from_uri(dest)
+    filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    fs.copy_files(str(source), path, source_filesystem=fs.LocalFileSystem(), destination_filesystem=filesystem)
+
+
+def stage(bundle: Path, target: Path, wheel: str | None, *, ship_source: bool, with_bundle: bool = True) -> None:
+    """``target/job/bundle.tar.gz`` and ``target/src/mudpuppy`` (from the bundle's wheel), each made once.
+
+    ``with_bundle=False`` (a bundle that goes through storage) leaves ``job`` empty but present: the job still
+    needs a working_dir of its own.
+    """
+    job = target / ("job" if with_bundle else "job-nobundle")
+    if with_bundle and not (job / BUNDLE_FILE).is_file():
         _atomic_dir(job, lambda tmp: _link_or_copy(bundle, tmp / BUNDLE_FILE))
+    elif not with_bundle:
+        job.mkdir(parents=True, exist_ok=True)
     if ship_source and not (target / "src" / "mudpuppy").is_dir():
         if not wheel:
             raise UserError("the bundle carries no mudpuppy wheel to ship to the Ray cluster",
@@ -247,7 +307,7 @@ def stage(bundle: Path, target: Path, wheel: str | None, *, ship_source: bool) -
 
 
 @contextlib.contextmanager
-def secret_working_dir(staged: Path, values: dict[str, str]) -> Iterator[Path]:
+def secret_working_dir(staged: Path, values: dict[str, str], *, with_bundle: bool = True) -> Iterator[Path]:
     """A private copy of the job folder (the bundle, hard-linked) plus ``SECRETS_FILE`` (0600), for one submission.
 
     Ray zips the ``working_dir`` and uploads it to the cluster inside ``submit_job``, so the folder is removed as
@@ -258,7 +318,8 @@ def secret_working_dir(staged: Path, values: dict[str, str]) -> Iterator[Path]:
     staged.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix=".job-secrets-", dir=staged))  # mode 0700
     try:
-        _link_or_copy(staged / "job" / BUNDLE_FILE, folder / BUNDLE_FILE)
+        if with_bundle:  # a bundle over the working_dir limit went through storage instead
+            _link_or_copy(staged / "job" / BUNDLE_FILE, folder / BUNDLE_FILE)
         fd = os.open(folder / SECRETS_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             json.dump({"nonce": secrets.token_hex(16), "values": values}, fh)

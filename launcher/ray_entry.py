@@ -26,6 +26,7 @@ from mudpuppy.launcher.contract import ENV_WORKDIR, EXIT_OK, EXIT_USER_ERROR
 
 FINAL_MARKER = "mudpuppy-final.json"
 DEFAULT_ENTRYPOINT = "mudpuppy.runtime"
+MANIFEST = "mudpuppy-manifest.json"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--secrets-file", help="file in the working_dir with secret values; deleted once read")
     args = parser.parse_args(argv)
     spec = json.loads(args.spec)
-    spec["bundle"] = str(Path(spec["bundle"]).resolve())  # the job's cwd is its working_dir, holding the bundle
+    if "://" not in spec["bundle"]:  # the job's cwd is its working_dir, holding the bundle
+        spec["bundle"] = str(Path(spec["bundle"]).resolve())
     values = take_secrets(Path(args.secrets_file)) if args.secrets_file else {}
     if values is None:
         print(f"[mudpuppy] the secrets file {args.secrets_file} is missing: secrets are delivered once per "
@@ -44,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.v2.api.exceptions import TrainingFailedError
+
+    from mudpuppy.launcher.ray_user_error import is_user_error, stop_on_user_error, user_error_line
 
     trainer = TorchTrainer(
         with_secrets(values, Path(args.secrets_file).name) if values else train_loop,
@@ -55,15 +60,20 @@ def main(argv: list[str] | None = None) -> int:
         run_config=RunConfig(
             name=spec["run_id"], storage_path=spec["storage_path"],
             failure_config=FailureConfig(max_failures=spec["max_failures"]),
-            checkpoint_config=CheckpointConfig(),
+            checkpoint_config=CheckpointConfig(num_to_keep=spec.get("num_to_keep")),
+            callbacks=[stop_on_user_error()],
         ),
         torch_config=TorchConfig(backend=spec["backend"]),
     )
     print(f"[mudpuppy] Ray Train: {spec['num_workers']} worker(s), gpu={spec['use_gpu']}, "
           f"max_failures={spec['max_failures']}, storage={spec['storage_path'] or 'ray default'}", flush=True)
-    result = trainer.fit()
-    if getattr(result, "error", None):
-        print(f"[mudpuppy] training failed: {result.error}", file=sys.stderr, flush=True)
+    try:
+        result = trainer.fit()  # Train V2 raises WorkerGroupError / ControllerError once retries are spent
+    except TrainingFailedError as exc:
+        if is_user_error(exc):
+            print(f"error: {user_error_line(exc)}", file=sys.stderr, flush=True)
+            return EXIT_USER_ERROR
+        print(f"[mudpuppy] training failed ({type(exc).__name__}): {exc}", file=sys.stderr, flush=True)
         return 1
     where = result.checkpoint.path if result.checkpoint is not None else "(no checkpoint)"
     print(f"[mudpuppy] done; final outputs at {where}", flush=True)
@@ -105,13 +115,41 @@ def remove_unpacked_copies(filename: str) -> None:
         (place / filename).unlink(missing_ok=True)
 
 
+def fetch_bundle(location: str, folder: Path) -> Path:
+    """Copy a bundle from an object store URI into ``folder`` (bundles over Ray's working_dir limit go through
+    storage, see ``backends.ray``); atomic, so a rank never reads a half-copied file."""
+    from pyarrow import fs
+
+    filesystem, path = fs.FileSystem.from_uri(location)
+    folder.mkdir(parents=True, exist_ok=True)
+    local = folder / Path(path).name
+    tmp = folder / f".{local.name}.{os.getpid()}"
+    fs.copy_files(path, str(tmp), source_filesystem=filesystem, destination_filesystem=fs.LocalFileSystem())
+    os.replace(tmp, local)
+    print(f"[mudpuppy] fetched the bundle from {location}", flush=True)
+    return local
+
+
 # ---------------------------------------------------------------- inside each Ray Train worker
 
 
 def train_loop(spec: dict[str, Any]) -> None:
+    """Ray Train's per-worker function; a user error (bad config or data) becomes ``UserErrorExit``."""
+    from mudpuppy.launcher.errors import UserError
+    from mudpuppy.launcher.ray_user_error import UserErrorExit
+
+    try:
+        _train(spec)
+    except UserError as exc:
+        raise UserErrorExit(exc.one_line()) from None
+
+
+def _train(spec: dict[str, Any]) -> None:
     import ray.train
 
     context = ray.train.get_context()
+    print(f"[mudpuppy] Train worker rank {context.get_world_rank()} of {context.get_world_size()} starting",
+          flush=True)
     workdir = Path(spec["workdir"]) / spec["run_id"]
     os.environ[ENV_WORKDIR] = str(workdir)
     if spec["entrypoint"] != DEFAULT_ENTRYPOINT:
@@ -119,11 +157,18 @@ def train_loop(spec: dict[str, Any]) -> None:
         return
 
     from mudpuppy.launcher.config import load_config
+    from mudpuppy.launcher.ray_user_error import UserErrorExit
     from mudpuppy.runtime.entry import resolve_location
     from mudpuppy.runtime.env import read_env
     from mudpuppy.runtime.train.run import run_training
     from mudpuppy.runtime.train.signals import PreemptionWatcher
 
+    if "://" in spec["bundle"]:  # one copy per node, then everyone reads it
+        local = workdir.parent / f".bundle-{spec['run_id']}" / Path(spec["bundle"]).name
+        if context.get_local_rank() == 0:
+            fetch_bundle(spec["bundle"], local.parent)
+        _barrier()
+        spec = {**spec, "bundle": str(local)}
     config_path = resolve_location(spec["bundle"])  # extracts the bundle once and moves into workdir
     cfg = load_config(config_path).config
     output_dir = Path(cfg.output_dir).resolve()
@@ -136,9 +181,9 @@ def train_loop(spec: dict[str, Any]) -> None:
     # Ray owns signals and restarts here; an uninstalled watcher keeps the runtime from touching handlers
     # (signal.signal only works on the main thread, and Ray runs this function on another one).
     code = run_training(cfg, env=read_env(), watcher=PreemptionWatcher(),
-                        extra_callbacks=[report_callback(output_dir, rank)])
+                        extra_callbacks=[report_callback(output_dir, rank, context.get_local_rank())])
     if code == EXIT_USER_ERROR:
-        raise RuntimeError("the runtime stopped on a user error (exit 2); see the messages above")
+        raise UserErrorExit("the runtime stopped on a user error (exit 2); see the messages above")
     if code != EXIT_OK:
         raise RuntimeError(f"the runtime exited {code}")
     report_final(output_dir, workdir, rank)
@@ -198,26 +243,66 @@ def _barrier() -> None:
         dist.barrier()
 
 
-def report_callback(output_dir: Path, rank: int) -> Any:
-    """A TrainerCallback: after each published checkpoint, every worker reports; rank 0 attaches the folder."""
+def report_callback(output_dir: Path, rank: int, local_rank: int = 0) -> Any:
+    """A TrainerCallback: after each published checkpoint every worker reports, each node leader with its files.
+
+    Ray Train V2 merges the checkpoints that workers report under one ``checkpoint_dir_name``, so a sharded
+    checkpoint (FSDP / DeepSpeed write one shard per rank) is complete in storage only when every node uploads
+    the shards its ranks wrote: rank 0 sends the published folder with the manifest, the first rank on every other
+    node sends its node's files (``upload_folder``).
+    """
     import ray.train
     from transformers import TrainerCallback
 
     class RayReport(TrainerCallback):
         def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             step = state.global_step
-            folder = output_dir / f"checkpoint-{step}"
             metrics: dict[str, Any] = {"step": step}
             losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
             if losses:
                 metrics["loss"] = losses[-1]
-            checkpoint = None
-            if rank == 0 and (folder / "mudpuppy-manifest.json").is_file():
-                checkpoint = ray.train.Checkpoint.from_directory(str(folder))
-            ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoint-{step}",
-                             delete_local_checkpoint_after_upload=False)
+            folder = upload_folder(output_dir, step, rank=rank, local_rank=local_rank)
+            checkpoint = ray.train.Checkpoint.from_directory(str(folder)) if folder else None
+            try:
+                ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoint-{step}",
+                                 delete_local_checkpoint_after_upload=False)
+            finally:
+                if folder is not None and folder.name.startswith(".ray-upload-"):
+                    shutil.rmtree(folder, ignore_errors=True)
 
     return RayReport()
+
+
+def upload_folder(output_dir: Path, step: int, *, rank: int, local_rank: int) -> Path | None:
+    """What this worker hands to Ray for ``checkpoint-STEP``: None, or a folder on this node.
+
+    Rank 0: the published checkpoint (manifest written last, so a folder without one is not reported). The
+    first rank of any other node: the files its node holds for that step (published there with
+    ``save_on_each_node``, else still under ``.staging``), hard-linked into a private folder without the node's own
+    manifest, so rank 0's manifest is the one that lands in storage. Every other rank shares its node leader's disk.
+    """
+    from mudpuppy.runtime.checkpoints.atomic import staging_root
+
+    published = output_dir / f"checkpoint-{step}"
+    if rank == 0:
+        return published if (published / MANIFEST).is_file() else None
+    if local_rank != 0:
+        return None
+    staged = staging_root(output_dir) / f"checkpoint-{step}"
+    source = staged if staged.is_dir() else published
+    if not source.is_dir():
+        return None
+    target = output_dir / f".ray-upload-checkpoint-{step}-rank{rank}"
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(source, target, copy_function=_link_or_copy, ignore=shutil.ignore_patterns(MANIFEST))
+    return target
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def report_final(output_dir: Path, workdir: Path, rank: int) -> None:

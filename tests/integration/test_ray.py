@@ -46,11 +46,11 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cluster: RayClust
     return tmp_path
 
 
-def write_config(folder: Path, *, max_steps: int, retries: int) -> Path:
+def write_config(folder: Path, *, max_steps: int, retries: int, data: Path | None = None) -> Path:
     cfg = yaml.safe_load((EXAMPLES / "tiny-alpaca.yml").read_text())
     cfg.update({
         "base_model": str(EXAMPLES / "tiny-llama"),
-        "datasets": [{"path": str(EXAMPLES / "data" / "alpaca_tiny.jsonl"), "type": "alpaca"}],
+        "datasets": [{"path": str(data or EXAMPLES / "data" / "alpaca_tiny.jsonl"), "type": "alpaca"}],
         "val_set_size": 0, "sequence_len": 128, "micro_batch_size": 2, "gradient_accumulation_steps": 1,
         "max_steps": max_steps, "save_steps": 2, "logging_steps": 1, "warmup_steps": 0,
         "dataloader_num_workers": 0,
@@ -164,3 +164,23 @@ def test_cancel_stops_a_running_job(workspace: Path, cluster: RayCluster) -> Non
     backend, handle = dispatch.backend_for(record)
     wait_for(lambda: backend.status(handle).state == State.CANCELLED, 60, "Ray to stop the job")
     assert registry.get(record.id).status == State.CANCELLED.value
+
+
+def test_user_error_fails_after_one_attempt(workspace: Path, cluster: RayCluster) -> None:
+    """A bad data row (found by the runtime, exit 2) with retries: 2 must not start the worker group again."""
+    registry = Registry()
+    bad = workspace / "bad.jsonl"
+    bad.write_text('{"instruction": "a", "output": "b"}\n{"output": "no instruction"}\n')
+    record = launch(write_config(workspace, max_steps=4, retries=2, data=bad), registry)
+
+    def finished():  # type: ignore[no-untyped-def]
+        status = dispatch.refresh(record, registry)[1]
+        return status if status.state.terminal else None
+
+    status = wait_for(finished, 300, "the bad run to fail", poll=2)
+    logs = "".join(dispatch.iter_logs(record, follow=False))
+    assert status.state == State.FAILED, logs[-4000:]
+    starts = {line for line in logs.splitlines() if "Train worker rank 0 of 2 starting" in line}  # one per pid
+    assert len(starts) == 1, logs[-6000:]  # one attempt, although max_failures is 2
+    assert status.exit_code == 2, (status, logs[-3000:])
+    assert "bad.jsonl: row 1: field 'instruction': is null" in logs, logs[-3000:]

@@ -63,7 +63,7 @@ def test_plan_is_a_pure_job_request(bundle: Any) -> None:
         "python -m mudpuppy.launcher.ray_entry --secrets-file .mudpuppy-secrets.json --spec ")
     assert spec == {"run_id": "r1", "bundle": "bundle.tar.gz", "entrypoint": "mudpuppy.runtime", "num_workers": 8,
                     "use_gpu": True, "resources_per_worker": {"CPU": 8, "accelerator_type:A100": 0.001},
-                    "storage_path": "s3://b/runs", "max_failures": 5, "workdir": "/tmp/mudpuppy-ray",
+                    "storage_path": "s3://b/runs", "max_failures": 5, "num_to_keep": 2, "workdir": "/tmp/mudpuppy-ray",
                     "backend": "nccl"}
     assert plan.script.splitlines()[-1] == request["entrypoint"]
 
@@ -87,6 +87,33 @@ def test_storage_path_and_address_rules(monkeypatch: pytest.MonkeyPatch) -> None
     with pytest.raises(UserError, match=r"not a dashboard URL \(use the Jobs API address, e.g. http://h:8265"):
         resolve_address(launch(ray={"address": "ray://h:10001"}))
     assert job_spec(launch(gpus="H100:8", ray={"use_gpu": False}), "r")["use_gpu"] is False
+
+
+def test_accelerator_label_is_rays_name() -> None:
+    spec = job_spec(launch(gpus="A100-80GB:8"), "r")
+    assert spec["resources_per_worker"] == {"accelerator_type:A100": 0.001}
+    assert job_spec(launch(gpus="A10"), "r")["resources_per_worker"] == {"accelerator_type:A10G": 0.001}
+    with pytest.raises(UserError, match="Ray has no accelerator type 'X9'"):
+        job_spec(launch(gpus="X9:2"), "r")
+
+
+def test_multi_node_needs_shared_storage() -> None:
+    with pytest.raises(UserError) as err:
+        job_spec(launch(nodes=2, gpus="H100:8"), "r")
+    assert err.value.one_line() == (
+        "launch.nodes is 2 but the ray backend has no shared storage for checkpoints (set launch.ray.storage_path "
+        "(or launch.volume) to an NFS path or s3:// / gs:// URI)")
+    assert job_spec(launch(nodes=2, ray={"storage_path": "s3://b/x"}), "r")["storage_path"] == "s3://b/x"
+    assert job_spec(launch(nodes=1), "r")["storage_path"] is None
+
+
+def test_num_to_keep_comes_from_save_total_limit(bundle: Any) -> None:
+    import dataclasses
+
+    assert "save_total_limit: 2\n" in bundle.config_text
+    text = bundle.config_text.replace("save_total_limit: 2\n", "save_total_limit: 3\n")
+    plan = RayBackend(launch()).plan(dataclasses.replace(bundle, config_text=text), "r")
+    assert json.loads(shlex.split(plan.extra["request"]["entrypoint"])[-1])["num_to_keep"] == 3
 
 
 def test_no_cluster_is_one_line_and_stages_nothing(bundle: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -203,3 +230,43 @@ def test_worker_removes_unpacked_copies_wherever_ray_put_them(tmp_path: Path,
     remove_unpacked_copies(SECRETS_FILE)
     assert not any((f / SECRETS_FILE).exists() for f in (pwd, pythonpath, elsewhere))
     assert (pwd / "bundle.tar.gz").read_text() == "keep"
+
+
+def test_large_bundle_goes_through_storage(bundle: Any, tmp_path: Path) -> None:
+    """The size decision, on a sparse stand-in of a 600 MiB bundle (no disk used): storage, or one line."""
+    import dataclasses
+
+    from mudpuppy.backends.ray import WORKING_DIR_LIMIT
+
+    big = tmp_path / "big" / "bundle-x.tar.gz"
+    big.parent.mkdir()
+    with open(big, "wb") as out:
+        out.truncate(600 * 2**20)
+    assert big.stat().st_size > WORKING_DIR_LIMIT >= bundle.path.stat().st_size
+    large = dataclasses.replace(bundle, path=big)
+    with pytest.raises(UserError) as err:
+        RayBackend(launch()).plan(large, "r")
+    assert err.value.one_line().startswith(
+        "bundle bundle-x.tar.gz is 600 MiB, over Ray's 500 MiB working_dir upload limit (set launch.ray.storage_path")
+    plan = RayBackend(launch(ray={"storage_path": "s3://b/runs"})).plan(large, "r7")
+    spec = json.loads(shlex.split(plan.extra["request"]["entrypoint"])[-1])
+    assert spec["bundle"] == plan.extra["bundle_upload"] == "s3://b/runs/r7/bundle.tar.gz"
+    assert Path(plan.extra["request"]["runtime_env"]["working_dir"]).name == "job-nobundle"
+    small = RayBackend(launch(ray={"storage_path": "s3://b/runs"})).plan(bundle, "r7")
+    assert small.extra["bundle_upload"] is None
+    assert json.loads(shlex.split(small.extra["request"]["entrypoint"])[-1])["bundle"] == "bundle.tar.gz"
+
+
+def test_bundle_round_trip_through_storage(bundle: Any, tmp_path: Path) -> None:
+    """What submit copies to storage is what the job's workers fetch (pyarrow's file:// filesystem)."""
+    pytest.importorskip("pyarrow")
+    from mudpuppy.backends.ray import copy_to_storage
+    from mudpuppy.launcher.ray_entry import fetch_bundle
+
+    uri = f"file://{tmp_path}/storage/r1/bundle.tar.gz"
+    copy_to_storage(bundle.path, uri)
+    copy_to_storage(bundle.path, str(tmp_path / "shared" / "r1" / "bundle.tar.gz"))
+    local = fetch_bundle(uri, tmp_path / "node")
+    assert local == tmp_path / "node" / "bundle.tar.gz" and local.read_bytes() == bundle.path.read_bytes()
+    assert (tmp_path / "shared" / "r1" / "bundle.tar.gz").read_bytes() == bundle.path.read_bytes()
+    assert sorted(p.name for p in (tmp_path / "node").iterdir()) == ["bundle.tar.gz"]
