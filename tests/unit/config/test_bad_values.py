@@ -14,16 +14,9 @@ import pytest
 from mudpuppy.launcher.cli import main
 from mudpuppy.launcher.config import load_config_text
 from mudpuppy.launcher.errors import ConfigError
+from tests.unit.config.minimal import BASE
 
 pytestmark = pytest.mark.timeout(60)
-
-BASE = """\
-base_model: examples/tiny-llama
-learning_rate: 2e-4
-datasets:
-  - path: data.jsonl
-    type: alpaca
-"""
 
 
 def set_key(key: str, value: str) -> str:

@@ -17,16 +17,9 @@ import pytest
 
 from mudpuppy.launcher.config import load_config, load_config_text
 from mudpuppy.launcher.errors import UserError
+from tests.unit.config.minimal import BASE
 
 pytestmark = pytest.mark.timeout(60)
-
-BASE = """\
-base_model: examples/tiny-llama
-learning_rate: 2e-4
-datasets:
-  - path: data.jsonl
-    type: alpaca
-"""
 
 
 def bomb(levels: int) -> str:

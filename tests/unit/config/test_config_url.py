@@ -21,16 +21,9 @@ import pytest
 from mudpuppy.launcher.config import load_config
 from mudpuppy.launcher.config import source as config_source
 from mudpuppy.launcher.errors import UserError
+from tests.unit.config.minimal import BASE
 
 pytestmark = pytest.mark.timeout(60)
-
-BASE = """\
-base_model: examples/tiny-llama
-learning_rate: 2e-4
-datasets:
-  - path: data.jsonl
-    type: alpaca
-"""
 
 
 def _self_signed(folder: Path) -> tuple[Path, Path]:

@@ -8,16 +8,9 @@ import pytest
 
 from mudpuppy.launcher.config import load_config, load_config_text, parse_override_args
 from mudpuppy.launcher.errors import ConfigError, UserError
+from tests.unit.config.minimal import BASE
 
 pytestmark = pytest.mark.timeout(300)
-
-BASE = """\
-base_model: examples/tiny-llama
-learning_rate: 2e-4
-datasets:
-  - path: data.jsonl
-    type: alpaca
-"""
 
 
 def problems(text: str, **overrides: object) -> list[str]:
