@@ -1,0 +1,50 @@
+"""Publishing a checkpoint that several nodes wrote: every node's shards reach the volume before the manifest.
+
+Why: with a sharded checkpoint each node writes its own files into ``output_dir/.staging/checkpoint-N``. On a
+shared POSIX filesystem the barrier alone orders things. On a volume where each node's writes become visible to
+others only after that node commits (Modal), rank 0's manifest could otherwise be committed, and look complete,
+before another node's shards land, or list only rank 0's own files. The order is therefore, at one depth for all
+backends (``launcher.volume_flush`` is a no-op where no backend asked for it):
+
+1. every rank has written its shards (the trainer's save returned);
+2. each node's first local rank asks its node to commit (its shards are on the volume when this returns);
+3. barrier across all ranks;
+4. rank 0 reloads its view (it now sees every node's shards), renames the staged checkpoint into place, writes
+   the manifest (hashing every shard), runs ``after_publish`` (rotation), and commits;
+5. barrier, so no rank starts the next step's save (or exits) before the checkpoint is published.
+
+A node that dies before step 2 completes leaves no manifest, so restore falls back to the previous checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from mudpuppy.launcher import volume_flush
+from mudpuppy.runtime.checkpoints.atomic import publish
+
+
+def is_node_leader() -> bool:
+    """The first process of this node (torchrun's ``LOCAL_RANK`` 0; a single process is its own leader)."""
+    return os.environ.get("LOCAL_RANK", "0") == "0"
+
+
+def publish_across_nodes(staging: Path, run_dir: Path, step: int, *, writer: bool, barrier: Callable[[], None],
+                         after_publish: Callable[[Path], None] | None = None) -> Path | None:
+    """Steps 2-5 above; returns the published checkpoint on the writer (rank 0), None elsewhere."""
+    if is_node_leader():
+        volume_flush.request("commit")
+    barrier()
+    final = None
+    try:
+        if writer:
+            volume_flush.request("reload")
+            final = publish(staging / f"checkpoint-{step}", run_dir, step)
+            if after_publish is not None:
+                after_publish(final)
+            volume_flush.request("commit")
+    finally:
+        barrier()
+    return final
