@@ -16,6 +16,7 @@ import shutil
 import sys
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import torch.distributed as dist
@@ -82,8 +83,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--delay", type=float, default=1.0)
     parser.add_argument("--no-flush", action="store_true")
+    parser.add_argument("--die-at", type=int, default=0, help="node 1 dies after writing this step's shard")
     args = parser.parse_args()
-    dist.init_process_group("gloo")
+    dist.init_process_group("gloo", timeout=timedelta(seconds=20))
     rank = dist.get_rank()
     view, vol = args.root / f"view{rank}", args.root / "vol"
     view.mkdir(parents=True, exist_ok=True)
@@ -101,6 +103,9 @@ def main() -> None:
         shard_dir = staging_root(run_dir) / f"checkpoint-{step}"
         shard_dir.mkdir(parents=True, exist_ok=True)
         (shard_dir / f"shard-{rank}.bin").write_bytes(os.urandom(256 * 1024 * (rank + 1)))
+        if rank == 1 and step == args.die_at:
+            print(f"rank 1 dies at step {step} before committing its shard", flush=True)
+            os._exit(3)  # a lost node: no commit, no barrier
         publish_across_nodes(staging_root(run_dir), run_dir, step, writer=rank == 0, barrier=dist.barrier)
     if args.no_flush:
         time.sleep(args.delay + 0.5)  # let the background committers finish

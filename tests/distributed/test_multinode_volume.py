@@ -51,7 +51,7 @@ class Observer(threading.Thread):
             time.sleep(0.002)
 
 
-def _two_nodes(root: Path, *extra: str) -> Observer:
+def _two_nodes(root: Path, *extra: str, expect_ok: bool = True) -> Observer:
     observer = Observer(root / "vol" / "run")
     observer.start()
     port = str(free_port())
@@ -72,7 +72,7 @@ def _two_nodes(root: Path, *extra: str) -> Observer:
         observer.stop.set()
         observer.join()
     for proc, out in zip(procs, outputs, strict=True):
-        assert proc.returncode == 0, out[-4000:]
+        assert (proc.returncode == 0) == expect_ok, out[-4000:]
     return observer
 
 
@@ -94,3 +94,12 @@ def test_without_the_protocol_the_volume_shows_a_manifest_without_node_1s_shard(
     observer = _two_nodes(tmp_path, "--steps", "1", "--delay", "1.0", "--no-flush")
     seen = observer.seen["checkpoint-1"]
     assert "shard-1.bin" not in seen["shards_present"] or "shard-1.bin" not in seen["listed"], seen
+
+
+def test_a_node_lost_before_its_commit_leaves_no_manifest_and_restore_takes_the_previous(tmp_path: Path) -> None:
+    observer = _two_nodes(tmp_path, "--steps", "2", "--delay", "0.2", "--die-at", "2", expect_ok=False)
+    assert set(observer.seen) == {"checkpoint-1"}, observer.seen
+    assert not (tmp_path / "vol" / "run" / "checkpoint-2" / MANIFEST_NAME).exists()
+    restored = restore_latest(open_volume((tmp_path / "vol" / "run").as_uri()), tmp_path / "fresh")
+    assert restored is not None and restored.name == "checkpoint-1"
+    assert sorted(p.name for p in restored.glob("shard-*.bin")) == ["shard-0.bin", "shard-1.bin"]
