@@ -64,8 +64,19 @@ class MudpuppyTrainer(Trainer):
             rotate(run_dir, self.mp_save_total_limit, keep=best)
 
         # every node's shards committed to the volume before rank 0 writes the manifest (runtime.checkpoints.nodes)
-        publish_across_nodes(staging, run_dir, step, writer=self.args.should_save, barrier=self._barrier,
-                             after_publish=after_publish)
+        publish_across_nodes(staging, run_dir, step, writer=self.args.should_save, agree=self._all_ok,
+                             barrier=self._barrier, after_publish=after_publish)
+
+    def _all_ok(self, ok: bool) -> bool:
+        """True on every rank when ``ok`` is True on every rank (a collective, so also a barrier)."""
+        import torch
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return ok
+        flag = torch.tensor([1 if ok else 0], dtype=torch.int32, device=self.args.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item())
 
     def _barrier(self) -> None:
         import torch.distributed as dist

@@ -19,6 +19,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import torch
 import torch.distributed as dist
 
 from mudpuppy.launcher.volume_flush import ENV_VOLUME_FLUSH, FlushServer
@@ -34,6 +35,7 @@ class NodeView:
 
     def __init__(self, view: Path, vol: Path, delay_s: float) -> None:
         self.view, self.vol, self.delay_s = view, vol, delay_s
+        self.fail_next_commit = False
         self.known: dict[str, int] = {}  # what this node last committed or reloaded
         self.lock = threading.Lock()
 
@@ -43,6 +45,9 @@ class NodeView:
     def commit(self) -> None:
         with self.lock:
             time.sleep(self.delay_s)
+            if self.fail_next_commit:
+                self.fail_next_commit = False
+                raise OSError("commit refused (simulated)")
             mine = self._files(self.view)
             changed = sorted((r for r in mine if self.known.get(r) != mine[r]), key=lambda r: r.endswith(MANIFEST))
             for rel in changed:
@@ -83,6 +88,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--delay", type=float, default=1.0)
     parser.add_argument("--no-flush", action="store_true")
+    parser.add_argument("--fail-commit-at", type=int, default=0, help="node 1's commit fails at this step")
     parser.add_argument("--die-at", type=int, default=0, help="node 1 dies after writing this step's shard")
     args = parser.parse_args()
     dist.init_process_group("gloo", timeout=timedelta(seconds=20))
@@ -103,19 +109,28 @@ def main() -> None:
         shard_dir = staging_root(run_dir) / f"checkpoint-{step}"
         shard_dir.mkdir(parents=True, exist_ok=True)
         (shard_dir / f"shard-{rank}.bin").write_bytes(os.urandom(256 * 1024 * (rank + 1)))
+        node.fail_next_commit = rank == 1 and step == args.fail_commit_at
         if rank == 1 and step == args.die_at:
             print(f"rank 1 dies at step {step} before committing its shard", flush=True)
             os._exit(3)  # a lost node: no commit, no barrier
-        publish_across_nodes(staging_root(run_dir), run_dir, step, writer=rank == 0, barrier=dist.barrier)
+        publish_across_nodes(staging_root(run_dir), run_dir, step, writer=rank == 0, agree=all_ok,
+                             barrier=dist.barrier)
     if args.no_flush:
         time.sleep(args.delay + 0.5)  # let the background committers finish
         stop.set()
     else:
         server.stop()
-        assert not server.failures, server.failures
+        expected = ["commit: OSError: commit refused (simulated)"] if rank == 1 and args.fail_commit_at else []
+        assert server.failures == expected, server.failures
     dist.barrier()
     dist.destroy_process_group()
     print(f"rank {rank} done", flush=True)
+
+
+def all_ok(ok: bool) -> bool:
+    flag = torch.tensor([int(ok)])
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
 
 
 def _quiet(action):  # type: ignore[no-untyped-def]

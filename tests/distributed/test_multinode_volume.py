@@ -77,15 +77,16 @@ def _two_nodes(root: Path, *extra: str, expect_ok: bool = True) -> Observer:
 
 
 def test_manifest_lands_after_every_nodes_shard(tmp_path: Path) -> None:
-    observer = _two_nodes(tmp_path, "--steps", "2", "--delay", "1.0")
-    assert set(observer.seen) == {"checkpoint-1", "checkpoint-2"}
+    # node 1's commit fails at step 2: that checkpoint stays unpublished, training goes on, step 3 publishes
+    observer = _two_nodes(tmp_path, "--steps", "3", "--delay", "1.0", "--fail-commit-at", "2")
+    assert set(observer.seen) == {"checkpoint-1", "checkpoint-3"}
     for name, seen in observer.seen.items():
         assert seen["shards_present"] == ["shard-0.bin", "shard-1.bin"], (name, seen)
         assert seen["listed"] == ["shard-0.bin", "shard-1.bin"], (name, seen)
         assert seen["complete"], (name, seen)
     # a fresh node restoring from the volume picks the newest checkpoint, sha256-verified, with both shards
     restored = restore_latest(open_volume((tmp_path / "vol" / "run").as_uri()), tmp_path / "fresh")
-    assert restored is not None and restored.name == "checkpoint-2"
+    assert restored is not None and restored.name == "checkpoint-3"
     assert sorted(p.name for p in restored.glob("shard-*.bin")) == ["shard-0.bin", "shard-1.bin"]
 
 
