@@ -15,7 +15,9 @@ backends (``launcher.volume_flush`` is a no-op where no backend asked for it):
 
 A node whose commit fails, or a failed reload on rank 0, leaves this checkpoint unpublished (logged; training goes
 on and the next save tries again). A node that dies before step 3 leaves no manifest, so restore falls back to the
-previous checkpoint.
+previous checkpoint. Modal refuses a reload while files on the volume are open in the container (e.g. memory-mapped
+dataset caches under an ``HF_HOME`` on the volume); that shows up here as the "could not reload" error, per save.
+Not yet checked against a real Modal cluster.
 """
 
 from __future__ import annotations
