@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ from typing import Any
 
 from mudpuppy.launcher.contract import ENV_ATTEMPT, ENV_WORKDIR, EXIT_OK, EXIT_REQUEUE, EXIT_USER_ERROR
 from mudpuppy.launcher.scriptsafe import require_safe
+from mudpuppy.launcher.volume_flush import ENV_VOLUME_FLUSH, FlushServer
 
 FUNCTION_NAME = "train"
 
@@ -165,7 +168,12 @@ def run_job(job: dict[str, Any], volume_root: Path, *, commit: Callable[[], None
     workdir = volume_root / "runs" / job["run_id"]
     workdir.mkdir(parents=True, exist_ok=True)
     attempt = _next_attempt(workdir) if node_rank == 0 else 0
-    env = {**os.environ, **job["env"], ENV_WORKDIR: str(workdir), ENV_ATTEMPT: str(attempt)}
+    # the runtime asks for commits/reloads at checkpoint time through a local folder (launcher.volume_flush):
+    # each node commits its shards, then rank 0 reloads, writes the manifest and commits
+    flush_dir = Path(tempfile.mkdtemp(prefix="mudpuppy-flush-"))
+    flusher = FlushServer(flush_dir, lambda: commit_with_retries(commit), lambda: commit_with_retries(reload))
+    env = {**os.environ, **job["env"], ENV_WORKDIR: str(workdir), ENV_ATTEMPT: str(attempt),
+           ENV_VOLUME_FLUSH: str(flush_dir)}
     command = [
         python or sys.executable, "-m", "mudpuppy.launcher.node_entry",
         f"--nnodes={job['nodes']}", f"--nproc-per-node={job['nproc']}", f"--node-rank={node_rank}",
@@ -177,13 +185,17 @@ def run_job(job: dict[str, Any], volume_root: Path, *, commit: Callable[[], None
     # every node commits its own writes (a sharded checkpoint has files from each); the manifest is written last
     watcher = _CheckpointCommitter(workdir, commit, poll_s, head=node_rank == 0)
     watcher.start()
+    flusher.start()
     try:
         code = proc.wait()
     finally:
         if proc.poll() is None:
             proc.terminate()
             proc.wait(timeout=60)
+        flusher.stop()
         watcher.stop()
+        watcher.failures.extend(flusher.failures)
+        shutil.rmtree(flush_dir, ignore_errors=True)
         final = commit_with_retries(commit)  # everything written so far, incl. a preempted run's last checkpoint
         if final:
             watcher.failures.append(final)

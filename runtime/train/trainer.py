@@ -15,7 +15,8 @@ from typing import Any
 
 from transformers import Trainer
 
-from mudpuppy.runtime.checkpoints.atomic import publish, rotate, staging_root
+from mudpuppy.runtime.checkpoints.atomic import rotate, staging_root
+from mudpuppy.runtime.checkpoints.nodes import publish_across_nodes
 from mudpuppy.runtime.train.collator import REAL_TOKENS_KEY
 
 
@@ -51,9 +52,8 @@ class MudpuppyTrainer(Trainer):
         finally:
             del self._get_output_dir
         step = self.state.global_step
-        self._barrier()
-        if self.args.should_save:
-            final = publish(staging / f"checkpoint-{step}", run_dir, step)
+
+        def after_publish(final: Path) -> None:
             self.published.append(final)
             best = None
             if self.state.best_global_step:
@@ -62,7 +62,21 @@ class MudpuppyTrainer(Trainer):
                     self.state.best_model_checkpoint = str(candidate)
                     best = candidate
             rotate(run_dir, self.mp_save_total_limit, keep=best)
-        self._barrier()
+
+        # every node's shards committed to the volume before rank 0 writes the manifest (runtime.checkpoints.nodes)
+        publish_across_nodes(staging, run_dir, step, writer=self.args.should_save, agree=self._all_ok,
+                             barrier=self._barrier, after_publish=after_publish)
+
+    def _all_ok(self, ok: bool) -> bool:
+        """True on every rank when ``ok`` is True on every rank (a collective, so also a barrier)."""
+        import torch
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return ok
+        flag = torch.tensor([1 if ok else 0], dtype=torch.int32, device=self.args.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item())
 
     def _barrier(self) -> None:
         import torch.distributed as dist
