@@ -27,6 +27,7 @@ from mudpuppy.launcher.contract import ENV_WORKDIR, EXIT_OK, EXIT_USER_ERROR
 FINAL_MARKER = "mudpuppy-final.json"
 DEFAULT_ENTRYPOINT = "mudpuppy.runtime"
 MANIFEST = "mudpuppy-manifest.json"
+NODES_DIR = "nodes"  # under the run's work folder: one folder per node that does not hold rank 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,9 +149,10 @@ def _train(spec: dict[str, Any]) -> None:
     import ray.train
 
     context = ray.train.get_context()
-    print(f"[mudpuppy] Train worker rank {context.get_world_rank()} of {context.get_world_size()} starting",
-          flush=True)
-    workdir = Path(spec["workdir"]) / spec["run_id"]
+    node_ip = ray.util.get_node_ip_address()
+    print(f"[mudpuppy] Train worker rank {context.get_world_rank()} of {context.get_world_size()} starting "
+          f"on node {node_ip} (node rank {context.get_node_rank()})", flush=True)
+    workdir = node_workdir(Path(spec["workdir"]) / spec["run_id"], context.get_node_rank(), node_ip)
     os.environ[ENV_WORKDIR] = str(workdir)
     if spec["entrypoint"] != DEFAULT_ENTRYPOINT:
         run_module(spec, workdir)
@@ -187,6 +189,19 @@ def _train(spec: dict[str, Any]) -> None:
     if code != EXIT_OK:
         raise RuntimeError(f"the runtime exited {code}")
     report_final(output_dir, workdir, rank)
+
+
+def node_workdir(run_dir: Path, node_rank: int, node_ip: str) -> Path:
+    """This node's work folder: ``run_dir`` on the node that holds rank 0 (its outputs stay where the config says),
+    ``run_dir/nodes/node-IP`` on every other node.
+
+    Each node leader unpacks the bundle, builds the dataset cache and clears or restores checkpoints in its own
+    output_dir, as if it had its own disk. When nodes share a filesystem (NFS home, several Ray nodes on one
+    machine), a common folder would have them race on those same files; a folder per node keeps them apart and
+    costs nothing when disks are separate. The node's IP (not its rank) names the folder, so a node keeps its
+    folder across worker-group restarts.
+    """
+    return run_dir if node_rank == 0 else run_dir / NODES_DIR / f"node-{node_ip}"
 
 
 def run_module(spec: dict[str, Any], workdir: Path) -> None:

@@ -89,6 +89,64 @@ def start_cluster(num_cpus: int = 4, timeout: float = 90) -> RayCluster:
     raise RuntimeError(f"the Ray dashboard did not answer in {timeout}s: {log.read_text(errors='replace')[-3000:]}")
 
 
+@dataclass
+class RayNode:
+    """A worker node (``ray start --address=GCS --block``) joined to a ``RayCluster``, stopped by pid."""
+
+    ip: str
+    temp_dir: Path
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        _kill_leftovers(self.temp_dir)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def alive_node_ips(cluster: RayCluster) -> set[str]:
+    """The IPs of the nodes the head counts as alive (Ray's state API behind the dashboard)."""
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(f"{cluster.address}/api/v0/nodes?limit=100", timeout=5) as answer:
+        rows = json.load(answer)["data"]["result"]["result"]
+    return {row["node_ip"] for row in rows if row.get("state") == "ALIVE"}
+
+
+def add_node(cluster: RayCluster, ip: str, num_cpus: int = 1, timeout: float = 90) -> RayNode:
+    """Join a worker node on ``ip`` (another loopback address) with a private temp dir; returns once it is alive."""
+    ray_bin = Path(sys.executable).with_name("ray")
+    temp_dir = Path(tempfile.mkdtemp(prefix="rayw", dir="/tmp"))
+    log = temp_dir / "node.log"
+    cmd = [
+        str(ray_bin), "start", "--block", f"--address={cluster.gcs}", f"--node-ip-address={ip}",
+        f"--num-cpus={num_cpus}", "--num-gpus=0", f"--temp-dir={temp_dir}", "--object-store-memory=300000000",
+        "--disable-usage-stats",
+    ]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=ray_env(), start_new_session=True)
+    node = RayNode(ip=ip, temp_dir=temp_dir, proc=proc, log=log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            text = log.read_text(errors="replace")[-3000:]
+            node.stop()
+            raise RuntimeError(f"ray start (worker node {ip}) exited {proc.returncode}:\n{text}")
+        with contextlib.suppress(OSError, KeyError, ValueError):
+            if ip in alive_node_ips(cluster):
+                return node
+        time.sleep(0.5)
+    node.stop()
+    raise RuntimeError(f"worker node {ip} did not join in {timeout}s: {log.read_text(errors='replace')[-3000:]}")
+
+
 def _kill_leftovers(temp_dir: Path) -> None:
     """Processes whose command line names our private temp dir (raylets, workers of this session only)."""
     needle = str(temp_dir).encode()

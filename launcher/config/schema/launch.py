@@ -147,7 +147,11 @@ class RayOptions(LaunchPart):
     storage_path: str | None = Field(
         None, description="Where Ray Train persists checkpoints (shared path or s3://); default: launch.volume."
     )
-    workdir: str = Field("/tmp/mudpuppy-ray", description="Per-node scratch folder for the run's outputs.")
+    workdir: str = Field(
+        "/tmp/mudpuppy-ray",
+        description="Per-node scratch folder for the run's outputs (WORKDIR/RUN_ID on rank 0's node, "
+        "WORKDIR/RUN_ID/nodes/node-IP on the others, so nodes sharing a filesystem do not collide).",
+    )
     ship_source: bool = Field(True, description="Send mudpuppy's source with the job (off: the cluster has it).")
     pip: bool = Field(False, description="Install the image's pinned packages through runtime_env pip (slow).")
     backend: Literal["gloo", "nccl"] | None = Field(None, description="torch.distributed backend; default by device.")
