@@ -19,7 +19,9 @@ $(STAMP): pyproject.toml constraints/cpu.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+# A finished run stays finished (a second `train` only says where its outputs are): the demo starts afresh.
 demo: venv
+	rm -rf .demo/outputs
 	mkdir -p .demo
 	cd .demo && ../$(VENV)/bin/mudpuppy fetch examples --force
 	cd .demo && ../$(VENV)/bin/mudpuppy train examples/tiny-alpaca.yml
