@@ -45,6 +45,9 @@ def main() -> int:
     attempt = os.environ.get("MUDPUPPY_ATTEMPT")
     data = Path(config["datasets"][0]["path"])
     rows = len(data.read_text().splitlines())
+    import mudpuppy  # which installation the job runs (the venv's wheel, or the checkout)
+
+    print(f"fake runtime: mudpuppy from {Path(mudpuppy.__file__).parent}", flush=True)
     print(f"fake runtime: rank {rank}/{world} attempt {attempt} node {os.environ.get('SLURM_NODEID')} "
           f"rows {rows} secret {'HF_TOKEN' in os.environ} python {sys.executable}", flush=True)
     if os.environ.get("FAKE_EXIT"):

@@ -29,6 +29,9 @@ def slurm_args(project: Path) -> list[str]:
     ]
 
 
+INFRA = Path(__file__).resolve().parents[1] / "infra"
+
+
 def _status(run: str) -> dict:
     return json.loads(mp("status", run, "--json", timeout=60).stdout)
 
@@ -148,8 +151,10 @@ def test_compute_nodes_use_the_venv_from_the_image_spec(slurm: SlurmCluster, pro
     venv = _premade_venv(project, shared)
     runs = []
     for name in ("venv-a", "venv-b"):
+        # the stand-in runtime as a top-level module (the wheel carries no tests); its mudpuppy is the venv's wheel
         proc = mp("launch", CFG, "--backend", "slurm", "--launch.slurm.workdir", str(shared), "--detach",
-                  "--launch.entrypoint", FAKE, "--name", name, "--launch.env.FAKE_STEPS", "3")
+                  "--launch.entrypoint", "fake_runtime", "--launch.env.PYTHONPATH", str(INFRA),
+                  "--name", name, "--launch.env.FAKE_STEPS", "3")
         assert proc.returncode == 0, proc.stderr
         runs.append(proc.stdout.strip())
     for run in runs:
@@ -157,6 +162,7 @@ def test_compute_nodes_use_the_venv_from_the_image_spec(slurm: SlurmCluster, pro
     logs = [_log(project, run) for run in runs]
     for log in logs:
         assert "fake runtime: done" in log and f"python {venv}/bin/python" in log, log
+        assert f"mudpuppy from {venv}/lib/" in log, log  # the runtime's package is the wheel the job installed
         assert f"environment: venv {venv}" in log
     assert sum(log.count("installing the mudpuppy wheel into") for log in logs) == 1, logs  # the lock held
     assert (venv / ".bundle").read_text().strip().startswith(str(shared / "bundles"))
