@@ -39,6 +39,20 @@ def ray_env() -> dict[str, str]:
     }
 
 
+def _stop_node(proc: subprocess.Popen[bytes], temp_dir: Path) -> None:
+    """Stop a `ray start --block` process by its session (never `ray stop`, which kills every Ray on the machine)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    # workers started by this node are in its session; anything left holding the temp dir is ours
+    _kill_leftovers(temp_dir)
+    shutil.rmtree(temp_dir, ignore_errors=True)
+
+
 @dataclass
 class RayCluster:
     address: str  # the dashboard (Jobs API) URL
@@ -48,16 +62,7 @@ class RayCluster:
     log: Path
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        # workers started by this head are in its session; anything left holding the temp dir is ours
-        _kill_leftovers(self.temp_dir)
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        _stop_node(self.proc, self.temp_dir)
 
 
 def start_cluster(num_cpus: int = 4, timeout: float = 90) -> RayCluster:
@@ -99,15 +104,7 @@ class RayNode:
     log: Path
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        _kill_leftovers(self.temp_dir)
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        _stop_node(self.proc, self.temp_dir)
 
 
 def alive_node_ips(cluster: RayCluster) -> set[str]:
