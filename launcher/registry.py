@@ -34,9 +34,14 @@ CREATE TABLE IF NOT EXISTS runs (
     created REAL NOT NULL,
     updated REAL NOT NULL,
     output TEXT,
-    launch TEXT
+    launch TEXT,
+    group_id TEXT,
+    parent_id TEXT
 )
 """
+
+# Columns added after the first release, with their SQL type: an older registry file gets them on open.
+_ADDED_COLUMNS = {"group_id": "TEXT", "parent_id": "TEXT"}
 
 
 def state_dir() -> Path:
@@ -70,6 +75,8 @@ class RunRecord:
     updated: float
     output: str | None
     launch: str | None = None  # the run's launch: section as JSON (names of secrets only), to reach it later
+    group_id: str | None = None  # the sweep this run belongs to (members share it)
+    parent_id: str | None = None  # the run this one continues (``mudpuppy resume``): attempts form a chain
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,6 +98,10 @@ class Registry:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.execute(_SCHEMA)
+            present = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+            for column, sql_type in _ADDED_COLUMNS.items():
+                if column not in present:
+                    db.execute(f"ALTER TABLE runs ADD COLUMN {column} {sql_type}")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -131,11 +142,14 @@ class Registry:
         config_path: str,
         run_id: str | None = None,
         launch: str | None = None,
+        group_id: str | None = None,
+        parent_id: str | None = None,
     ) -> RunRecord:
         for _ in range(5):  # a generated id that is taken gets a fresh one; a given one is refused
             try:
                 return self._insert(name=name, backend=backend, bundle_hash=bundle_hash, config_path=config_path,
-                                    run_id=run_id or new_run_id(), launch=launch)
+                                    run_id=run_id or new_run_id(), launch=launch, group_id=group_id,
+                                    parent_id=parent_id)
             except sqlite3.IntegrityError:
                 if run_id:
                     raise UserError(f"run id {run_id} is already in the registry {self.path}; nothing was changed",
@@ -143,7 +157,7 @@ class Registry:
         raise UserError(f"could not find a free run id in {self.path}")
 
     def _insert(self, *, name: str, backend: str, bundle_hash: str, config_path: str, run_id: str,
-                launch: str | None) -> RunRecord:
+                launch: str | None, group_id: str | None = None, parent_id: str | None = None) -> RunRecord:
         now = time.time()
         record = RunRecord(
             id=run_id,
@@ -159,11 +173,15 @@ class Registry:
             updated=now,
             output=None,
             launch=launch,
+            group_id=group_id,
+            parent_id=parent_id,
         )
         with self._connect() as db:
             db.execute(
-                "INSERT INTO runs VALUES (:id, :name, :backend, :handle, :bundle_hash, :config_path, :status, "
-                ":reason, :attempts, :created, :updated, :output, :launch)",
+                "INSERT INTO runs (id, name, backend, handle, bundle_hash, config_path, status, reason, attempts, "
+                "created, updated, output, launch, group_id, parent_id) VALUES (:id, :name, :backend, :handle, "
+                ":bundle_hash, :config_path, :status, :reason, :attempts, :created, :updated, :output, :launch, "
+                ":group_id, :parent_id)",
                 record.to_dict(),
             )
         return record

@@ -50,3 +50,26 @@ def test_list_newest_first_and_filter(tmp_path: Path) -> None:
     reg.create(name="b", backend="slurm", bundle_hash="h", config_path="c", run_id="2")
     assert [r.id for r in reg.list()] == ["2", "1"]
     assert [r.id for r in reg.list(backend="local")] == ["1"]
+
+
+def test_a_registry_written_before_groups_and_parents_gains_the_columns_and_keeps_its_rows(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "runs.sqlite"
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE runs (id TEXT PRIMARY KEY, name TEXT NOT NULL, backend TEXT NOT NULL, handle TEXT, "
+        "bundle_hash TEXT NOT NULL, config_path TEXT NOT NULL, status TEXT NOT NULL, reason TEXT, "
+        "attempts INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL, updated REAL NOT NULL, output TEXT, launch TEXT)"
+    )
+    old.execute("INSERT INTO runs VALUES ('r-old', 'n', 'local', NULL, 'h', 'c.yml', 'succeeded', NULL, 1, 1, 1, "
+                "NULL, NULL)")
+    old.commit()
+    old.close()
+
+    registry = Registry(path)
+    assert registry.get("r-old").group_id is None
+    child = registry.create(name="n", backend="slurm", bundle_hash="h", config_path="c.yml", group_id="g1",
+                            parent_id="r-old")
+    again = Registry(path).get(child.id)
+    assert (again.group_id, again.parent_id) == ("g1", "r-old")
