@@ -76,10 +76,12 @@ def status(run: str, env: dict[str, str] | None = None) -> dict:
     return json.loads(mp("status", run, "--json", timeout=120, env=env).stdout)
 
 
-def reference(project: Path) -> Path:
-    """The uninterrupted run, started as its own process."""
-    out = project / "out-reference"
-    cfg = write(project / "reference.yml", config(out))
+@pytest.fixture(scope="module")
+def ref(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The uninterrupted run, started as its own process (once for the module)."""
+    folder = tmp_path_factory.mktemp("reference")
+    out = folder / "out-reference"
+    cfg = write(folder / "reference.yml", config(out))
     proc = subprocess.run([sys.executable, "-m", "mudpuppy.runtime", str(cfg)], capture_output=True, text=True,
                           timeout=600, env={**os.environ, **THREADS, "HF_HUB_OFFLINE": "1"}, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -110,8 +112,7 @@ def check_chain(run: str, new: str, backend: str, env: dict[str, str] | None = N
     assert rows[new]["name"] == rows[run]["name"]
 
 
-def test_resume_on_slurm_equals_the_uninterrupted_run_bitwise(slurm: Any, project: Path) -> None:
-    ref = reference(project)
+def test_resume_on_slurm_equals_the_uninterrupted_run_bitwise(slurm: Any, project: Path, ref: Path) -> None:
     run, out, volume = killed_local_run(project, "to-slurm")
     proc = mp("resume", run, "--backend", "slurm", "--launch.slurm.workdir", str(project / "shared"),
               "--launch.slurm.python", sys.executable, "--launch.slurm.master_port", "29553",
@@ -132,6 +133,40 @@ def test_resume_on_slurm_equals_the_uninterrupted_run_bitwise(slurm: Any, projec
     assert "has finished" in err and "mudpuppy pull" in err
     err = one_line_error(mp("resume", run, "--backend", "local"))
     assert "has finished" in err and str(volume) in err
+
+
+@pytest.fixture(scope="module")
+def ray_address() -> Any:
+    pytest.importorskip("ray.train")
+    from tests.infra.ray import ray_cluster
+
+    with ray_cluster(num_cpus=2) as cluster:
+        yield cluster.address
+
+
+def test_resume_on_ray_equals_the_uninterrupted_run_bitwise(ray_address: str, project: Path, ref: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.infra.ray import ray_env
+
+    for key, value in ray_env().items():
+        if key.startswith("RAY_") or key == "PATH":
+            monkeypatch.setenv(key, value)
+    monkeypatch.setenv("RAY_ADDRESS", ray_address)
+    run, out, volume = killed_local_run(project, "to-ray")
+    proc = mp("resume", run, "--backend", "ray", "--launch.ray.num_workers", "1",
+              "--launch.ray.workdir", str(project / "ray-work"), "--launch.entrypoint", "mudpuppy.runtime",
+              timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
+    assert f"continues {run} from checkpoint-4 on file://{volume}" in proc.stderr
+    new = next(line.split()[1] for line in proc.stderr.splitlines() if line.startswith("run ") and "submitted" in line)
+    assert "restored checkpoint-4 from file://" in proc.stdout or "resuming from" in proc.stdout, proc.stdout[-3000:]
+    check_chain(run, new, "ray")
+    # the final outputs reached the volume; pull brings them here, sha256-checked
+    pulled = mp("pull", new, "--to", "got")
+    assert pulled.returncode == 0, pulled.stderr
+    got = project / "got"
+    assert_bitwise(adapter(got), adapter(ref))
+    assert {s: v for s, v in losses(got).items() if s > 4} == {s: v for s, v in losses(ref).items() if s > 4}
 
 
 def test_refusals(project: Path) -> None:
