@@ -169,3 +169,38 @@ def test_pull_from_the_remote_workdir_of_an_ssh_run(sshd: Sshd, project: Path) -
     assert proc.returncode == 0, proc.stderr
     assert files(project / "got") == files(remote)
     assert f"from {sshd.host}:{remote}" in proc.stderr
+
+
+def test_a_pull_killed_mid_copy_is_finished_by_running_it_again(state: Path) -> None:
+    """SIGKILL right after the first file is reported copied (the next one is then being written under its .part
+    name); the rerun keeps the finished file as it is, replaces the torn one, and ends with every byte right."""
+    import os
+    import signal
+    import subprocess
+
+    out = state / "big-out"
+    out.mkdir()
+    for index in range(3):
+        (out / f"shard-{index}.bin").write_bytes(os.urandom(48 << 20))
+    mark_complete(out, 8)
+    volume = open_volume(f"file://{state}/vol")
+    upload_outputs(volume, out, step=8)
+    run = record("big", {"backend": "local", "volume": f"file://{state}/vol"})
+    proc = subprocess.Popen([sys.executable, "-m", "mudpuppy", "pull", run, "--to", "got"], stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, text=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if line.startswith("copied "):
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    got = state / "got"
+    assert (got / "shard-0.bin").read_bytes() == (out / "shard-0.bin").read_bytes()
+    assert not (got / "mudpuppy-outputs.json").exists() and not (got / "shard-2.bin").exists()
+    kept = (got / "shard-0.bin").stat().st_mtime_ns
+    again = mp("pull", run, "--to", "got")
+    assert again.returncode == 0, again.stderr
+    assert "copied shard-0.bin" not in again.stderr and "copied shard-2.bin" in again.stderr
+    assert (got / "shard-0.bin").stat().st_mtime_ns == kept
+    assert files(got) == files(out) and not list(got.glob(".*.part"))
