@@ -266,8 +266,10 @@ class ModalSource:
     def sizes(self, rel: str = "") -> dict[str, int]:
         try:
             entries = self.volume.listdir(self._path(rel), recursive=True)
-        except FileNotFoundError:
-            return {}
+        except Exception as exc:  # Modal answers a missing folder with its own NotFoundError (a gRPC error)
+            if isinstance(exc, FileNotFoundError) or type(exc).__name__ == "NotFoundError":
+                return {}
+            raise
         prefix = self.root + "/"
         out = {}
         for entry in entries:

@@ -106,6 +106,15 @@ def plan_resume(record: RunRecord, overrides: dict[str, Any], registry: Registry
     if record.status in UNFINISHED:
         raise UserError(f"run {record.id} is still {record.status} on {record.backend}",
                         hint=f"`mudpuppy cancel {record.id}` first (it checkpoints on the way out), then resume it")
+    for child in registry.list(limit=1_000_000):  # two attempts of one run must never write one volume at once
+        if child.parent_id == record.id and child.status in UNFINISHED:
+            if child.handle:
+                with contextlib.suppress(UserError):
+                    child, _status = refresh(child, registry)
+            if child.status in UNFINISHED:
+                raise UserError(f"run {record.id} is already being continued by {child.id} ({child.status} on "
+                                f"{child.backend})", hint=f"wait for it, or `mudpuppy cancel {child.id}` and resume "
+                                "that one")
     old_launch = launch_of(record)
     url = volume_url_of(record, old_launch)
     if not url:

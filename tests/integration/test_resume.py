@@ -226,3 +226,8 @@ def test_refusals(project: Path) -> None:
     err = one_line_error(mp("resume", rec.id, "--launch.volume", f"file://{project}/elsewhere"))
     assert "not to file://" in err
     assert "no longer on this machine" in one_line_error(mp("resume", rec.id))
+    child = registry.create(name="busy", backend="slurm", bundle_hash="0" * 64, config_path="/x.yml",
+                            launch=json.dumps({"backend": "slurm", "volume": f"file://{project}/v"}), parent_id=rec.id)
+    registry.update(child.id, status="pending")
+    err = one_line_error(mp("resume", rec.id, "--backend", "local"))
+    assert f"already being continued by {child.id}" in err
