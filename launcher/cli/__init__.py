@@ -32,6 +32,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "merge-sharded-fsdp-weights": ("merge_sharded_cmd", "merge_sharded", "Merge sharded FSDP shards into safetensors."),
     "inference": ("inference_cmd", "inference", "Generate from a trained model with the training prompt format."),
     "evaluate": ("evaluate_cmd", "evaluate", "Compute the eval loss of a trained model on the config's eval data."),
+    "pull": ("pull_cmd", "pull", "Copy a run's outputs (--checkpoints too) here, sha256-checked; resumable."),
+    "resume": ("resume_cmd", "resume", "Continue a stopped run from its volume's newest checkpoint, on any backend."),
 }
 
 
