@@ -18,6 +18,12 @@ import pytest
 
 MAY_SKIP_MARKERS = ("gpu",)
 
+# Tests that start machine-wide services (SLURM's fixed ports and /etc/hosts tag, sshd, Ray, the S3 server) run
+# one after another on a single xdist worker: `make test` runs `-n 2 --dist loadgroup`, and two SLURM clusters
+# or Ray heads at once would collide. Everything else is spread over both workers.
+SERVICE_DIRS = ("tests/integration/",)
+SERVICE_FIXTURES = frozenset({"sshd", "slurm", "ray_cluster", "ray_head", "s3_server", "s3"})
+
 
 def required() -> bool:
     return os.environ.get("CI") == "true" or bool(os.environ.get("MUDPUPPY_REQUIRE_EXTRAS"))
@@ -47,3 +53,12 @@ def pytest_make_collect_report(collector: Any) -> Generator[None, Any, None]:
 def pytest_runtest_makereport(item: Any, call: Any) -> Generator[None, Any, None]:
     outcome = yield
     _fail_skip(outcome.get_result(), item)
+
+
+def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
+    root = str(config.rootpath)
+    for item in items:
+        rel = os.path.relpath(str(item.path), root).replace(os.sep, "/")
+        uses_service = SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        if rel.startswith(SERVICE_DIRS) or uses_service or item.get_closest_marker("integration"):
+            item.add_marker(pytest.mark.xdist_group("services"))
