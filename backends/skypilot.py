@@ -155,9 +155,18 @@ def _resources(launch: LaunchSection) -> dict[str, Any]:
 def render_task(launch: LaunchSection, run_id: str, bundle: Bundle | None, *, bundle_name: str, bundle_path: str,
                 image: dict[str, Any], bundle_digest: str) -> dict[str, Any]:
     """The SkyPilot task as YAML-ready data: pure (no clock, no network, no SkyPilot import)."""
-    del bundle
     managed = is_managed(launch)
     volume = volume_url(launch, run_id)
+    if bundle is not None and launch.nodes > 1 and volume is not None:
+        reason = node_local_shards(bundle.config_text)
+        if reason:
+            raise UserError(
+                f"launch.nodes: {launch.nodes} on skypilot with {reason}: each node writes its own checkpoint "
+                "shards to its own disk and only the head node syncs to the bucket, so a recovered job could "
+                "not resume from them",
+                hint="set fsdp_config.state_dict_type: FULL_STATE_DICT (rank 0 writes whole checkpoints), or run "
+                "this multi-node job on slurm, ray or modal",
+            )
     if managed and volume is None:
         raise UserError(
             ("launch.spot" if launch.spot else "launch.skypilot.managed")
@@ -212,6 +221,29 @@ def render_task(launch: LaunchSection, run_id: str, bundle: Bundle | None, *, bu
         lines += _budget_end(budget)
     task["run"] = "\n".join(lines) + "\n"
     return task
+
+
+def node_local_shards(config_text: str) -> str | None:
+    """Why this config's checkpoints are sharded across ranks (DeepSpeed ZeRO; FSDP unless it saves full state
+    dicts), or None. The runtime's volume sync uploads from rank 0 only, so on separate per-node disks the other
+    nodes' shards never reach the bucket."""
+    import yaml
+
+    try:
+        cfg = yaml.safe_load(config_text) or {}
+    except yaml.YAMLError:
+        return None
+    if not isinstance(cfg, dict):
+        return None
+    if cfg.get("deepspeed"):
+        return "deepspeed (every rank saves its own ZeRO partition)"
+    fsdp = cfg.get("fsdp_config")
+    if cfg.get("fsdp") or cfg.get("fsdp_version") or isinstance(fsdp, dict):
+        fsdp = fsdp if isinstance(fsdp, dict) else {}
+        kind = fsdp.get("state_dict_type", fsdp.get("fsdp_state_dict_type"))
+        if str(kind or "").upper() != "FULL_STATE_DICT":
+            return f"FSDP state_dict_type {kind or 'unset (sharded)'}"
+    return None
 
 
 def _image_setup(image: dict[str, Any], bundle: str, venv: str) -> str:

@@ -216,10 +216,10 @@ def local_root_for(config_location: str | os.PathLike[str]) -> Path | None:
 
 
 def _folder_data_files(copies: _Copies, folder: Path, inside: str, files: str | list[Any], label: str) -> Any:
-    """``data_files`` of a ``path`` folder, which the runtime reads relative to that folder (an absolute entry
-    stays absolute). Entries inside the folder travel with it and become relative; any outside it are copied
-    under a hidden subfolder of the bundled folder, one numbered slot each, so two files that share a name
-    (``a/train.jsonl``, ``b/train.jsonl``) stay two files."""
+    """``data_files`` of a ``path`` folder. The runtime reads them as Axolotl does, relative to where it runs
+    (the bundle's folder there), falling back to inside the dataset folder; resolved here the same way. Entries
+    inside the folder point into its bundled copy (no second copy); any outside it are copied on their own
+    (``_Copies`` keeps two files that share a name apart)."""
     root = folder.resolve()
     out = []
     for index, value in enumerate([files] if isinstance(files, str) else files):
@@ -227,22 +227,19 @@ def _folder_data_files(copies: _Copies, folder: Path, inside: str, files: str | 
             out.append(value)
             continue
         key = f"{label}.data_files" + ("" if isinstance(files, str) else f"[{index}]")
-        source = (folder / Path(value).expanduser()).resolve()
-        if not source.exists():
+        given = Path(value).expanduser()
+        if not given.is_absolute() and not given.exists() and (folder / given).exists():
+            given = folder / given
+        if not given.exists():
             out.append(value)  # the runtime will say it is missing, as a local run would
             continue
+        source = given.resolve()
         copies.check(source, key, value)
         if source.is_relative_to(root):
-            out.append(source.relative_to(root).as_posix())
-            continue
-        rel = f"{_OUTSIDE_DATA_FILES}/{index}/{source.name}"
-        copies.add_under(source, f"{inside}/{rel}", key)
-        out.append(rel)
+            out.append(f"{inside}/{source.relative_to(root).as_posix()}")
+        else:
+            out.append(copies.add(str(source), f"{label.replace('[', '/').rstrip(']')}/data_files", key))
     return out[0] if isinstance(files, str) else out
-
-
-# data_files outside a bundled dataset folder go here, inside it: hidden names are never copied from a folder
-_OUTSIDE_DATA_FILES = ".mudpuppy-data_files"
 
 
 class _Copies:

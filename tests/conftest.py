@@ -18,6 +18,12 @@ import pytest
 
 MAY_SKIP_MARKERS = ("gpu",)
 
+# Tests that start machine-wide services (SLURM's fixed ports and /etc/hosts tag, sshd, Ray, the S3 server) run
+# one after another on a single xdist worker: `make test` runs `-n 2 --dist loadgroup`, and two SLURM clusters
+# or Ray heads at once would collide. Everything else is spread over both workers.
+SERVICE_DIRS = ("tests/integration/",)
+SERVICE_FIXTURES = frozenset({"sshd", "slurm", "ray_cluster", "ray_head", "s3_server", "s3"})
+
 
 def required() -> bool:
     return os.environ.get("CI") == "true" or bool(os.environ.get("MUDPUPPY_REQUIRE_EXTRAS"))
@@ -73,3 +79,12 @@ def test_images(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from tests.fixtures.tiny_mm import make_test_images
 
     return make_test_images(tmp_path_factory.mktemp("mm-images"))
+
+
+def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
+    root = str(config.rootpath)
+    for item in items:
+        rel = os.path.relpath(str(item.path), root).replace(os.sep, "/")
+        uses_service = SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        if rel.startswith(SERVICE_DIRS) or uses_service or item.get_closest_marker("integration"):
+            item.add_marker(pytest.mark.xdist_group("services"))

@@ -5,11 +5,14 @@ hub id (online only), s3/gs (fsspec), https URL. A malformed JSON line is report
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 from mudpuppy.launcher.errors import UserError
+
+log = logging.getLogger(__name__)
 
 SUFFIX_TYPES = {".parquet": "parquet", ".arrow": "arrow", ".csv": "csv", ".txt": "text"}
 REMOTE_PREFIXES = ("s3://", "gs://", "gcs://")
@@ -40,7 +43,7 @@ def load_raw(ds: Any, split: str, skip_invalid: bool = False) -> tuple[Any, int]
     try:
         if local.is_dir():
             if ds.data_files:
-                files = [str(local / f) for f in ([ds.data_files] if isinstance(ds.data_files, str) else ds.data_files)]
+                files = folder_data_files(local, ds.data_files)
                 loaded = datasets.load_dataset(ds_type(ds, files[0]), data_files=files, **kwargs)
             elif (local / "dataset_info.json").exists() or (local / "dataset_dict.json").exists():
                 loaded = datasets.load_from_disk(str(local))
@@ -69,6 +72,21 @@ def load_raw(ds: Any, split: str, skip_invalid: bool = False) -> tuple[Any, int]
         reason = (str(cause).splitlines() or [type(cause).__name__])[0]
         raise UserError(f"datasets: cannot load {path!r}: {reason}") from None
     return select_split(loaded, ds, split), 0
+
+
+def folder_data_files(folder: Path, data_files: str | list[str]) -> list[str]:
+    """``data_files`` of a local folder entry, read as Axolotl reads them: relative to where the command runs
+    (Axolotl hands them to ``load_dataset(type, data_files=...)`` as they are). A name found only inside the
+    folder is taken from there too, with a warning: Axolotl itself would not find it."""
+    out = []
+    for value in [data_files] if isinstance(data_files, str) else data_files:
+        given = Path(value).expanduser()
+        if not given.is_absolute() and not given.exists() and (folder / given).exists():
+            log.warning("datasets: data_files %r is not under the current folder but is inside %s; reading it "
+                        "from there (Axolotl reads data_files relative to where the command runs)", value, folder)
+            given = folder / given
+        out.append(str(given))
+    return out
 
 
 def select_split(loaded: Any, ds: Any, split: str) -> Any:

@@ -62,8 +62,16 @@ def before_model_load(cfg: Any, env: Any, precision: Any = None) -> Any:
     partitioned while loading. Returns the ``HfDeepSpeedConfig`` that must stay referenced until the model is
     built (transformers holds it weakly), or None.
     """
-    from mudpuppy.runtime.parallel.fsdp import cpu_ram_efficient_loading
+    from mudpuppy.runtime.parallel.fsdp import cpu_ram_efficient_loading, fsdp_enabled
 
+    if env.world_size == 1 and fsdp_enabled(cfg):
+        # transformers refuses FSDP outside a distributed launch ("Using fsdp only works in distributed
+        # training"): one process started by `mudpuppy train` becomes a group of one, so an FSDP config runs
+        # anywhere and its sharded checkpoints can later be resumed on more ranks (DCP reshards them)
+        from mudpuppy.runtime.parallel.dist import init_process_group
+
+        _as_group_of_one(env)
+        init_process_group()
     if env.world_size > 1 and cpu_ram_efficient_loading(cfg):
         import os
 
@@ -90,17 +98,24 @@ def before_model_load(cfg: Any, env: Any, precision: Any = None) -> Any:
     from mudpuppy.runtime.parallel.dist import init_process_group
 
     if env.world_size == 1:
-        port_given = "MASTER_PORT" in os.environ or "MUDPUPPY_MASTER_PORT" in os.environ
-        for name, value in env.torch_variables().items():
-            os.environ.setdefault(name, value)
-        if not port_given:  # nobody else joins; don't collide with another run on 29500
-            os.environ["MASTER_PORT"] = str(_free_port())
+        _as_group_of_one(env)
     init_process_group()
     deepspeed.init_distributed(dist_backend="nccl" if getattr(precision, "device", None) == "cuda" else "gloo",
                                auto_mpi_discovery=False)
     from transformers.integrations import HfDeepSpeedConfig
 
     return HfDeepSpeedConfig(ds)
+
+
+def _as_group_of_one(env: Any) -> None:
+    """The env:// variables torchrun would set, for a single process started without it."""
+    import os
+
+    port_given = "MASTER_PORT" in os.environ or "MUDPUPPY_MASTER_PORT" in os.environ
+    for name, value in env.torch_variables().items():
+        os.environ.setdefault(name, value)
+    if not port_given:  # nobody else joins; don't collide with another run on 29500
+        os.environ["MASTER_PORT"] = str(_free_port())
 
 
 def _free_port() -> int:
@@ -139,7 +154,7 @@ def prepare_model(model: Any, cfg: Any, env: Any) -> Any:
 def prepare_trainer(trainer: Any, cfg: Any, env: Any) -> Any:
     from mudpuppy.runtime.parallel.fsdp import enable_fsdp_on_cpu, final_state_dict_type, fsdp_enabled
 
-    on_cpu = fsdp_enabled(cfg) and env.world_size > 1 and trainer.args.use_cpu
+    on_cpu = fsdp_enabled(cfg) and trainer.args.use_cpu
     if on_cpu and enable_fsdp_on_cpu(trainer) and env.is_main:
         print("mudpuppy: FSDP2 on CPU (gloo)", flush=True)
     from mudpuppy.runtime.parallel.fsdp import mixed_precision_policy

@@ -606,3 +606,30 @@ def test_status_resolves_a_launch_request(sky: str) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     answers = json.loads(proc.stdout.strip().splitlines()[-1])
     assert [map_state(a["status"]) for a in answers] == list(cases.values()), answers
+
+
+@pytest.mark.parametrize(("keys", "refused"), [
+    ({"deepspeed": "deepspeed_configs/zero2.json"}, "deepspeed"),
+    ({"fsdp_version": 2, "fsdp_config": {"state_dict_type": "SHARDED_STATE_DICT"}}, "FSDP state_dict_type"),
+    ({"fsdp_version": 2, "fsdp_config": {"offload_params": False}}, "unset"),
+    ({"fsdp_version": 2, "fsdp_config": {"state_dict_type": "FULL_STATE_DICT"}}, None),
+    ({}, None),
+])
+def test_multi_node_sharded_checkpoints_on_separate_disks_are_refused_at_plan_time(
+        tmp_path: Path, keys: dict[str, Any], refused: str | None) -> None:
+    """Rank 0 alone syncs to the bucket; shards written by the other nodes would be lost with their VMs."""
+    from mudpuppy.launcher.bundle import build_bundle
+    from mudpuppy.launcher.config import load_config
+    from tests.infra.tiny_bundle import tiny_config
+
+    config = load_config(tiny_config(tmp_path, **keys)).config
+    bundle = build_bundle(config, tmp_path / "store")
+    two_nodes = LaunchSection.model_validate({"backend": "skypilot", "gpus": "H100:8", "nodes": 2,
+                                              "skypilot": {"bucket": "s3://ckpt/mudpuppy"}})
+    one_node = two_nodes.model_copy(update={"nodes": 1})
+    SkyPilotBackend(one_node).plan(bundle, "20250101-000000-abcd")  # a single node keeps every shard
+    if refused is None:
+        SkyPilotBackend(two_nodes).plan(bundle, "20250101-000000-abcd")
+    else:
+        with pytest.raises(UserError, match=f"launch.nodes: 2 on skypilot with .*{refused}"):
+            SkyPilotBackend(two_nodes).plan(bundle, "20250101-000000-abcd")

@@ -166,3 +166,23 @@ def test_example_still_bundles_unchanged_layout(tmp_path: Path, monkeypatch) -> 
     monkeypatch.chdir(tmp_path)
     bundle = build_bundle(load_config("examples/tiny-alpaca.yml").config, tmp_path / "store")
     assert yaml.safe_load(bundle.config_text)["datasets"][0]["path"] == "files/datasets/0/alpaca_tiny.jsonl"
+
+
+def test_folder_data_files_are_read_from_where_the_command_runs_as_axolotl_reads_them(tmp_path: Path,
+                                                                                      monkeypatch) -> None:
+    """Axolotl passes a folder entry's ``data_files`` to ``load_dataset(type, data_files=...)`` unchanged, so
+    they are relative to the working folder; a same-named file inside the dataset folder is not the one read.
+    Checked both for a local run (the runtime's loader here) and through a bundle unpacked elsewhere."""
+    from types import SimpleNamespace
+
+    from mudpuppy.runtime.data.loading import load_raw
+
+    data = tmp_path / "data"
+    write_jsonl(data / "train.jsonl", rows("inside-folder"))
+    write_jsonl(tmp_path / "train.jsonl", rows("working-folder"))
+    monkeypatch.chdir(tmp_path)
+    entry = {"path": "data", "type": "alpaca", "data_files": ["train.jsonl"]}
+    local = SimpleNamespace(path="data", ds_type=None, split=None, name=None, data_files=["train.jsonl"])
+    expected = sorted(r["instruction"] for r in rows("working-folder"))
+    assert sorted(load_raw(local, "train")[0]["instruction"]) == expected
+    assert bundled_rows(tmp_path, config_with([entry])) == [expected]
