@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "estimate": ("estimate_cmd", "estimate", "Rows, tokens, steps, FLOPs, GPU-hours and price of a config."),
     "runs": ("runs_cmd", "runs", "List runs from the run registry."),
     "status": ("status_cmd", "status", "Show the state of a run."),
+    "plot": ("plot_cmd", "plot", "Plot runs' loss, eval loss, lr, grad norm and tokens/s into one PNG."),
     "logs": ("logs_cmd", "logs", "Print (or follow with -f) the output of a run."),
     "cancel": ("cancel_cmd", "cancel", "Cancel a run."),
     "backends": ("backends_cmd", "backends", "Show what each backend can do."),
