@@ -112,7 +112,8 @@ def summarize(metrics: Metrics, now: float | None = None) -> Progress:
             progress.problem = f"no training step logged yet in {metrics.source or METRICS_FILE}"
         return progress
     last = train[-1]
-    progress.step = int(last["step"])
+    # the step count: the newest record of any kind (the end-of-training summary comes after an unlogged last step)
+    progress.step = int(max(_number(r.get("step")) or 0 for r in metrics.records))
     total = _number(last.get("max_steps"))
     progress.total = int(total) if total else None
     progress.loss = _number(last.get("loss"))
