@@ -193,20 +193,20 @@ def local_output_dir(record: Any) -> Path | None:
 
 
 def volume_metrics(url: str, options: dict[str, Any] | None = None) -> Metrics | None:
-    """``metrics.jsonl`` at the root of a volume URL; None when it is not there (or the store is unreachable)."""
-    target = f"{url.rstrip('/')}/{METRICS_FILE}"
+    """``metrics.jsonl`` at the root of a volume URL, opened the way the runtime opens it (same endpoint and
+    credential rules); None when it is not there or the store is unreachable."""
     if url.startswith("file://"):
         return read_metrics_file(Path(url[len("file://"):]) / METRICS_FILE)
     if not url.startswith(("s3://", "gs://")):
         return None  # modal:// is only mounted inside Modal's containers
     try:
-        import fsspec
+        from mudpuppy.runtime.checkpoints.volume import open_volume
 
-        with fsspec.open(target, "rb", **(options or {})) as handle:
-            data = handle.read()
+        volume = open_volume(url, options)
+        data = volume.fs.cat_file(volume.path(METRICS_FILE))
     except Exception:  # missing file, no credentials, no network, fsspec plugin not installed: all "unknown"
         return None
-    return parse_metrics(data.decode("utf-8", errors="replace"), target)
+    return parse_metrics(data.decode("utf-8", errors="replace"), f"{url.rstrip('/')}/{METRICS_FILE}")
 
 
 def reachable_metrics(record: Any, *, remote: bool = True) -> list[Metrics]:
