@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mudpuppy.launcher.registry import Registry
-from mudpuppy.tests.infra.s3 import S3Server, s3_server  # noqa: F401  (fixture)
+from mudpuppy.tests.infra.s3 import CREDENTIALS, S3Server, s3_server  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -26,8 +26,6 @@ def test_status_reads_the_s3_volume_and_runs_shows_todays_answer(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     from mudpuppy.runtime.checkpoints.sync import upload_side_files
     from mudpuppy.runtime.checkpoints.volume import open_volume
-
-    from mudpuppy.tests.infra.s3 import CREDENTIALS
 
     for key, value in CREDENTIALS.items():
         monkeypatch.setenv(key, value)
