@@ -46,7 +46,11 @@ def launch(ctx: click.Context, config_path: str, backend: str | None, gpus: str 
             from mudpuppy.launcher import estimate_report
             from mudpuppy.launcher.config import load_config
 
-            report = estimate_report.build(load_config(config_path, overrides).config, mfu=mfu)
+            try:
+                report = estimate_report.build(load_config(config_path, overrides).config, mfu=mfu)
+            except Exception as exc:  # the plan above is the dry run's answer; an estimate problem must not hide it
+                warn(f"no estimate: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+                return 0
             click.echo(("" if text.endswith("\n") else "\n") + "\n".join(estimate_report.render(report)), err=True)
         return 0
     bundle = prepared.bundle

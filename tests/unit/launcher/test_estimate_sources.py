@@ -102,3 +102,32 @@ def test_a_sample_scales_to_about_the_full_count(tmp_path: Path, monkeypatch: py
     assert cached.source.startswith(f"prepared dataset {tmp_path / 'prepared'}") and cached.sampled == 1.0
     assert (cached.rows, cached.tokens, cached.batches_rows) == (full.rows, full.tokens, full.batches_rows)
     assert time.perf_counter() - started < 90
+
+
+def test_estimate_cli_and_the_dry_run_lines(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MUDPUPPY_STATE_DIR": str(tmp_path / "state")}
+    cfg = _tiny(tmp_path)
+    shown = subprocess.run([sys.executable, "-m", "mudpuppy", "estimate", str(cfg), "--backend", "modal", "--gpus",
+                            "H100:2", "--mfu", "0.5"], capture_output=True, text=True, timeout=150, env=env)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    lines = {line.split()[0]: line for line in shown.stdout.splitlines()[1:]}
+    assert "228 train rows" in lines["data"] and "all 240 rows tokenized" in lines["data"]
+    # r=4 on the tiny Llama's 7 linear layers (hidden 64, k/v 32, mlp 128): 4*(2*128 + 2*96 + 3*192) = 4096, x 2 layers
+    assert "LoRA 8,192 trainable" in lines["model"]
+    assert "MFU 0.50 (given)" in lines["compute"]
+    assert "on-demand $11.85/GPU-h" in lines["price"] and "spot $3.95/GPU-h" in lines["price"]
+    assert "as of 2026-05-07" in lines["price"]
+    dry = subprocess.run([sys.executable, "-m", "mudpuppy", "launch", str(cfg), "--backend", "slurm", "--gpus",
+                          "H100:8", "--dry-run"], capture_output=True, text=True, timeout=150, env=env)
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    assert dry.stdout.startswith('# backend: "slurm"') and "#SBATCH --gpus-per-node=H100:8" in dry.stdout
+    assert "estimate (" not in dry.stdout  # stdout is the plan only
+    assert "estimate (slurm, 1 x 8 x H100, 8 process(es))" in dry.stderr
+    assert "slurm: no price list (your own machines): GPU-hours only" in dry.stderr
+    assert "GPU-hours on H100 at 989.4 TFLOP/s" in dry.stderr
+    quiet = subprocess.run([sys.executable, "-m", "mudpuppy", "launch", str(cfg), "--backend", "slurm", "--dry-run",
+                            "--no-estimate"], capture_output=True, text=True, timeout=150, env=env)
+    assert quiet.returncode == 0 and "estimate (" not in quiet.stderr
