@@ -78,11 +78,22 @@ def parse_metrics(text: str, source: str = "") -> Metrics:
     return metrics
 
 
-def read_metrics_file(path: Path) -> Metrics | None:
+# a summary needs only the newest records: `runs` reads this much of each file's end, not a long run's whole log
+SUMMARY_TAIL_BYTES = 256 * 1024
+
+
+def read_metrics_file(path: Path, tail: int | None = None) -> Metrics | None:
+    """The file's records; with ``tail``, only those in its last ``tail`` bytes (the cut first line is dropped)."""
     try:
-        data = path.read_bytes()
+        with path.open("rb") as handle:
+            size = handle.seek(0, 2)
+            start = max(0, size - tail) if tail else 0
+            handle.seek(start)
+            data = handle.read()
     except OSError:
         return None
+    if start:
+        data = data.split(b"\n", 1)[1] if b"\n" in data else b""
     return parse_metrics(data.decode("utf-8", errors="replace"), str(path))
 
 
@@ -192,11 +203,11 @@ def local_output_dir(record: Any) -> Path | None:
     return folder if folder.is_dir() else None
 
 
-def volume_metrics(url: str, options: dict[str, Any] | None = None) -> Metrics | None:
+def volume_metrics(url: str, options: dict[str, Any] | None = None, tail: int | None = None) -> Metrics | None:
     """``metrics.jsonl`` at the root of a volume URL, opened the way the runtime opens it (same endpoint and
     credential rules); None when it is not there or the store is unreachable."""
     if url.startswith("file://"):
-        return read_metrics_file(Path(url[len("file://"):]) / METRICS_FILE)
+        return read_metrics_file(Path(url[len("file://"):]) / METRICS_FILE, tail)
     if not url.startswith(("s3://", "gs://")):
         return None  # modal:// is only mounted inside Modal's containers
     try:
@@ -209,20 +220,20 @@ def volume_metrics(url: str, options: dict[str, Any] | None = None) -> Metrics |
     return parse_metrics(data.decode("utf-8", errors="replace"), f"{url.rstrip('/')}/{METRICS_FILE}")
 
 
-def reachable_metrics(record: Any, *, remote: bool = True) -> list[Metrics]:
+def reachable_metrics(record: Any, *, remote: bool = True, tail: int | None = None) -> list[Metrics]:
     """Every copy of the run's ``metrics.jsonl`` this machine reaches: output folder, then volume (an object store
     only when ``remote``: ``runs`` never waits on the network per row)."""
     found: list[Metrics] = []
     folder = local_output_dir(record)
     if folder is not None:
-        metrics = read_metrics_file(folder / METRICS_FILE)
+        metrics = read_metrics_file(folder / METRICS_FILE, tail)
         if metrics is not None:
             found.append(metrics)
     launch = launch_of(record)
     volume = launch.get("volume")
     if isinstance(volume, str) and volume and (remote or volume.startswith("file://")):
         options = (launch.get("options") or {}).get("volume")
-        metrics = volume_metrics(volume, options if isinstance(options, dict) else None)
+        metrics = volume_metrics(volume, options if isinstance(options, dict) else None, tail)
         if metrics is not None:
             found.append(metrics)
     return found
@@ -236,7 +247,7 @@ def newest_metrics(record: Any) -> Metrics | None:
 
 def read_progress(record: Any, *, use_logs: bool = False, logs: Any = None, remote: bool = True) -> Progress:
     """The freshest progress this machine can read for ``record`` (see the module docstring for the order)."""
-    summaries = [summarize(m) for m in reachable_metrics(record, remote=remote)]
+    summaries = [summarize(m) for m in reachable_metrics(record, remote=remote, tail=SUMMARY_TAIL_BYTES)]
     with_steps = [s for s in summaries if s.step is not None]
     if with_steps:
         return max(with_steps, key=lambda s: s.step or 0)

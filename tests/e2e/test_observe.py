@@ -4,7 +4,7 @@
   what the runtime itself then prints ("N train rows, M eval rows, S steps, ... T/P params trainable", counted from
   the built torch model);
 - `status` and `runs` afterwards show the last step, loss and tokens/s of its metrics.jsonl, also once the output
-  folder is gone (read from the volume);
+  folder is gone (read from the volume), and with neither (the progress lines in the local backend's logs);
 - `plot` draws exactly the metrics.jsonl's (step, value) pairs, one labelled line per run, into a PNG of the
   stated size.
 """
@@ -91,6 +91,16 @@ def test_status_and_runs_show_the_metrics_then_read_the_volume(run: dict[str, An
         data = json.loads(_mp("status", "tiny-observe", "--json", env=run["env"]).stdout)
         assert data["progress_source"] == str(run["volume"] / "metrics.jsonl")
         assert (data["step"], data["loss"]) == (last["step"], last["loss"])
+        # neither folder reachable: the runtime's progress lines in the backend's logs still answer
+        volume_moved = run["work"] / "volume-moved"
+        shutil.move(run["volume"], volume_moved)
+        try:
+            data = json.loads(_mp("status", "tiny-observe", "--json", env=run["env"]).stdout)
+            assert data["progress_source"] == "local logs"
+            assert (data["step"], data["total_steps"]) == (last["step"], last["max_steps"])
+            assert data["loss"] == round(last["loss"], 4)  # the log line prints 4 decimals
+        finally:
+            shutil.move(volume_moved, run["volume"])
     finally:
         shutil.move(moved, run["out"])
 

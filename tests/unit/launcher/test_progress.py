@@ -125,3 +125,19 @@ def test_status_and_runs_on_partial_missing_and_unreachable_runs(tmp_path: Path,
     assert rows["partial"]["step"] == 3 and rows["missing"]["step"] is None and rows["remote"]["step"] is None
     table = _cli("runs", env={**env, "COLUMNS": "250"})
     assert table.returncode == 0 and "3/12" in table.stdout and "Traceback" not in table.stderr
+
+
+def test_a_long_log_is_summarised_from_its_tail(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    rows = _rows(30_000, 40_000, dt=0.5)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert path.stat().st_size > 4 * progress.SUMMARY_TAIL_BYTES
+    tail = progress.read_metrics_file(path, progress.SUMMARY_TAIL_BYTES)
+    whole = progress.read_metrics_file(path)
+    assert tail is not None and whole is not None and tail.skipped == 0  # the cut first line is dropped, not counted
+    assert len(tail.records) < len(whole.records) == 30_000
+    a, b = progress.summarize(tail, now=1.0), progress.summarize(whole, now=1.0)
+    assert (a.step, a.total, a.loss, a.tokens_per_second) == (b.step, b.total, b.loss, b.tokens_per_second)
+    assert a.eta_s == pytest.approx(b.eta_s) == pytest.approx(10_000 * 0.5)
+    small = progress.read_metrics_file(path, 10 * path.stat().st_size)
+    assert small is not None and len(small.records) == 30_000
