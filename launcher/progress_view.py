@@ -7,8 +7,10 @@ Modal's preemptible rate unless ``launch.modal.nonpreemptible``). Unknown prices
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from mudpuppy.launcher import progress as prog
@@ -45,17 +47,48 @@ def gpus_of(launch: dict[str, Any]) -> int:
     return count * int(launch.get("nodes") or 1)
 
 
-def price_per_gpu_hour(launch: dict[str, Any], *, allow_slow: bool) -> tuple[float | None, str]:
-    """($ per GPU-hour that applies to this run, where it comes from); SkyPilot's catalog only when ``allow_slow``."""
+def price_per_gpu_hour(launch: dict[str, Any], *, allow_slow: bool, run_id: str | None = None,
+                       now: float | None = None) -> tuple[float | None, str]:
+    """($ per GPU-hour that applies to this run, where it comes from). SkyPilot's catalog costs a process start
+    in SkyPilot's environment: asked only when ``allow_slow`` (``status``), and kept for the day per run so
+    ``runs`` and the next ``status`` reuse it."""
+    backend = launch.get("backend")
+    if backend not in ("modal", "skypilot") or not launch.get("gpus"):
+        return None, ""
+    if backend != "skypilot":
+        return _lookup(launch)
+    cache = _price_cache(run_id) if run_id else None
+    if cache is not None:
+        try:
+            stored = json.loads(cache.read_text())
+            if prog.same_day(stored["at"], now):
+                return stored["value"], stored["note"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    if not allow_slow:
+        return None, ""
+    value, note = _lookup(launch)
+    if cache is not None and value is not None:
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_text(json.dumps({"at": now or time.time(), "value": value, "note": note}))
+        except OSError:
+            pass
+    return value, note
+
+
+def _price_cache(run_id: str) -> Path:
+    from mudpuppy.launcher.registry import state_dir
+
+    return state_dir() / "progress" / f"{run_id}.price.json"
+
+
+def _lookup(launch: dict[str, Any]) -> tuple[float | None, str]:
     from mudpuppy.launcher import estimate_prices
     from mudpuppy.launcher.config.schema.launch import LaunchSection
     from mudpuppy.launcher.errors import UserError
 
     backend = launch.get("backend")
-    if backend not in ("modal", "skypilot") or not launch.get("gpus"):
-        return None, ""
-    if backend == "skypilot" and not allow_slow:
-        return None, ""
     try:
         section = LaunchSection.model_validate(launch)
         price = estimate_prices.for_launch(section)
@@ -85,7 +118,7 @@ def build(record: Any, *, use_logs: bool, logs: Any = None, now: float | None = 
     elapsed = max(0.0, end - record.created)
     count = gpus_of(launch)
     gpu_hours = elapsed / 3600 * count if count else None
-    price, note = price_per_gpu_hour(launch, allow_slow=allow_slow_price)
+    price, note = price_per_gpu_hour(launch, allow_slow=allow_slow_price, run_id=record.id, now=now)
     cost = price * gpu_hours if price is not None and gpu_hours is not None else None
     return View(progress, elapsed, gpu_hours, cost, note)
 

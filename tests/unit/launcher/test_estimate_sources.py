@@ -62,6 +62,26 @@ def test_skypilot_prices_come_from_its_catalog_offline(sky: str, tmp_path: Path,
     assert "p5.48xlarge" in price.detail and "us-east-2" in price.detail
     assert os.path.getmtime(catalog) == stamp  # a hand-placed catalog is never refreshed over the network
 
+    # a spot run's elapsed cost in `status` (asks the catalog once), then `runs` (today's stored price only)
+    import json
+
+    from mudpuppy.launcher import progress_view
+    from mudpuppy.launcher.registry import Registry
+
+    monkeypatch.setenv("MUDPUPPY_STATE_DIR", str(tmp_path / "state"))
+    registry = Registry()
+    record = registry.create(name="sky", backend="skypilot", bundle_hash="0" * 64, config_path="c.yml",
+                             launch=launch.model_dump_json())
+    record = registry.update(record.id, status="cancelled")
+    view = progress_view.build(record, use_logs=False, allow_slow_price=True, now=record.updated)
+    hours = (record.updated - record.created) / 3600 * 8
+    assert view.gpu_hours == pytest.approx(hours) and view.cost == pytest.approx(hours * 35.60 / 8)
+    assert view.price_note.startswith("spot $4.45/GPU-h, SkyPilot catalog as of 2026-11-01")
+    catalog.unlink()  # `runs` must not need SkyPilot again today
+    again = progress_view.build(record, use_logs=False, allow_slow_price=False, now=record.updated)
+    assert again.cost == pytest.approx(view.cost) and json.loads(
+        (tmp_path / "state" / "progress" / f"{record.id}.price.json").read_text())["value"] == pytest.approx(4.45)
+
 
 def test_no_catalog_on_disk_is_a_hint_not_a_download() -> None:
     from mudpuppy.launcher import estimate_prices
