@@ -19,8 +19,10 @@ from mudpuppy.launcher.errors import ConfigError, UserError
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "config": ("config_cmd", "config", "Show, validate or export the schema of a config."),
     "launch": ("launch_cmd", "launch", "Run a config on a backend (local, ssh, slurm...); --dry-run prints the plan."),
+    "estimate": ("estimate_cmd", "estimate", "Rows, tokens, steps, FLOPs, GPU-hours and price of a config."),
     "runs": ("runs_cmd", "runs", "List runs from the run registry."),
     "status": ("status_cmd", "status", "Show the state of a run."),
+    "plot": ("plot_cmd", "plot", "Plot runs' loss, eval loss, lr, grad norm and tokens/s into one PNG."),
     "logs": ("logs_cmd", "logs", "Print (or follow with -f) the output of a run."),
     "cancel": ("cancel_cmd", "cancel", "Cancel a run."),
     "backends": ("backends_cmd", "backends", "Show what each backend can do."),

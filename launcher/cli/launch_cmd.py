@@ -20,9 +20,13 @@ from mudpuppy.launcher.cli.options import OVERRIDE_CONTEXT, config_argument
 @click.option("--dry-run", is_flag=True, help="Print the plan (the exact script) and submit nothing.")
 @click.option("--name", help="Run name shown by `mudpuppy runs` (overrides launch.name).")
 @click.option("--retries", type=click.IntRange(min=0), help="Restarts after preemption (overrides launch.retries).")
+@click.option("--estimate/--no-estimate", "with_estimate", default=True,
+              help="With --dry-run, also print `mudpuppy estimate`'s lines (to stderr).")
+@click.option("--mfu", type=float, help="MFU the dry run's estimate assumes (default 0.30).")
 @click.pass_context
 def launch(ctx: click.Context, config_path: str, backend: str | None, gpus: str | None, nodes: int | None,
-           spot: bool | None, detach: bool | None, dry_run: bool, name: str | None, retries: int | None) -> int:
+           spot: bool | None, detach: bool | None, dry_run: bool, name: str | None, retries: int | None,
+           with_estimate: bool, mfu: float | None) -> int:
     """Run CONFIG on a backend. Extra --key value pairs override config keys (e.g. --launch.slurm.partition gpu)."""
     from mudpuppy.launcher import dispatch
     from mudpuppy.launcher.cli import warn
@@ -36,7 +40,18 @@ def launch(ctx: click.Context, config_path: str, backend: str | None, gpus: str 
     for line in prepared.warnings:
         warn(line)
     if dry_run:
-        click.echo(prepared.plan.render(), nl=False)
+        text = prepared.plan.render()
+        click.echo(text, nl=False)
+        if with_estimate:  # stderr: stdout stays exactly the plan (scripts and tests read it)
+            from mudpuppy.launcher import estimate_report
+            from mudpuppy.launcher.config import load_config
+
+            try:
+                report = estimate_report.build(load_config(config_path, overrides).config, mfu=mfu)
+            except Exception as exc:  # the plan above is the dry run's answer; an estimate problem must not hide it
+                warn(f"no estimate: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+                return 0
+            click.echo(("" if text.endswith("\n") else "\n") + "\n".join(estimate_report.render(report)), err=True)
         return 0
     bundle = prepared.bundle
     click.echo(f"bundle {bundle.name} ({'reused' if bundle.reused else 'built'}, {len(bundle.files)} file(s))",

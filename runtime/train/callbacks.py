@@ -1,7 +1,8 @@
 """Trainer callbacks: one progress line per log, metrics.jsonl, the loss watchdog, preemption stops.
 
 The progress line counts only real (non-pad) tokens for tokens/s, so packed and unpacked runs compare honestly.
-``metrics.jsonl`` gets one JSON object per log event; on resume, entries past the resumed step are dropped so
+``metrics.jsonl`` gets one JSON object per log event (with ``max_steps`` and the wall-clock ``time``, which
+``mudpuppy status`` reads for progress and ETA); on resume, entries past the resumed step are dropped so
 the file reads as one uninterrupted curve.
 """
 
@@ -58,6 +59,9 @@ class ProgressCallback(TrainerCallback):
             elapsed = max(now - self.last_time, 1e-9)
             record["tokens_per_second"] = round(tokens / elapsed, 1)
             self.last_time, self.last_tokens = now, state.num_input_tokens_seen
+        # for `mudpuppy status` / `runs`: how far along (max_steps) and when (wall clock, for the ETA)
+        record["max_steps"] = state.max_steps
+        record["time"] = round(time.time(), 3)
         with self.path.open("a") as handle:
             handle.write(json.dumps(record, default=float) + "\n")
         self._print(self._line(record, state, now, is_train_step))
@@ -68,7 +72,7 @@ class ProgressCallback(TrainerCallback):
         if not is_train_step:
             parts = [f"{k} {_fmt(v)}" for k, v in record.items() if k.startswith("eval_") and "per_second" not in k]
             if not parts:
-                parts = [f"{k} {_fmt(v)}" for k, v in record.items() if k not in ("step", "epoch")]
+                parts = [f"{k} {_fmt(v)}" for k, v in record.items() if k not in ("step", "epoch", "max_steps", "time")]
             return " | ".join([head, *parts])
         done = state.global_step - self.start_step
         eta = (now - self.start_time) / done * (total - state.global_step) if done > 0 and total else 0.0
