@@ -69,10 +69,13 @@ def _plugins(cfg: Config, warnings: list[Problem]) -> Iterator[Problem]:
 
 
 def _conflicts(cfg: Config, given: frozenset[str] | set[str], warnings: list[Problem]) -> Iterator[Problem]:
-    if not cfg.datasets:
-        yield ("datasets",), "at least one dataset is required (datasets: - path: ... type: ...)" + (
-            "; pretraining_dataset (streamed pretraining) is not supported by mudpuppy"
-            if "pretraining_dataset" in given else "")
+    if not cfg.datasets and not cfg.pretraining_dataset:
+        yield ("datasets",), "either datasets or pretraining_dataset is required (datasets: - path: ... type: ...)"
+    if cfg.pretraining_dataset:
+        yield from _pretraining(cfg, warnings)
+    elif cfg.streaming:
+        warnings.append((("streaming",), "streaming applies to pretraining_dataset here: datasets: entries are "
+                                         "tokenized ahead (the same rows, cached)"))
     if cfg.warmup_steps and cfg.warmup_ratio:
         yield ("warmup_ratio",), "warmup_steps and warmup_ratio are mutually exclusive; keep one"
     if cfg.val_set_size and cfg.test_datasets:
@@ -150,3 +153,32 @@ def _conflicts(cfg: Config, given: frozenset[str] | set[str], warnings: list[Pro
     for i, ds in enumerate(cfg.test_datasets or []):
         if not ds.path:
             yield ("test_datasets", i, "path"), "each dataset needs a path"
+
+
+def _pretraining(cfg: Config, warnings: list[Problem]) -> Iterator[Problem]:
+    """Axolotl's rules for streamed pretraining data (``utils/schemas/validation.py``)."""
+    if not cfg.max_steps:
+        yield ("max_steps",), "max_steps is required with pretraining_dataset: a stream has no length to plan from"
+    if cfg.val_set_size:
+        yield ("val_set_size",), "val_set_size is not supported with pretraining_dataset; use test_datasets"
+    if cfg.dataset_exact_deduplication:
+        yield ("dataset_exact_deduplication",), "dataset_exact_deduplication is not available for streamed data"
+    if cfg.include_tokens_per_second:
+        yield ("include_tokens_per_second",), "pretraining_dataset and include_tokens_per_second cannot be used " \
+                                              "together (as in Axolotl)"
+    if cfg.pretrain_multipack_buffer_size and cfg.streaming_multipack_buffer_size not in (None, 10_000):
+        yield ("pretrain_multipack_buffer_size",), "pretrain_multipack_buffer_size is the old name of " \
+                                                   "streaming_multipack_buffer_size; keep one"
+    entries = cfg.pretraining_dataset or []
+    if len(entries) > 1:
+        warnings.append((("pretraining_dataset", 1), "only the first pretraining_dataset entry is streamed "
+                                                     "(as in Axolotl); the others are ignored"))
+    if cfg.datasets:
+        warnings.append((("datasets",), "datasets are ignored when pretraining_dataset is set (as in Axolotl)"))
+    first = entries[0]
+    if not first.path:
+        yield ("pretraining_dataset", 0, "path"), "the entry needs a path"
+    elif isinstance(first.type, str) and first.type != "pretrain":
+        problem = names.check_sft_type(first.type)
+        if problem:
+            yield ("pretraining_dataset", 0, "type"), problem
