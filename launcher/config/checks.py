@@ -104,6 +104,8 @@ def _conflicts(cfg: Config, given: frozenset[str] | set[str], warnings: list[Pro
     if cfg.save_safetensors is False:
         yield ("save_safetensors",), "save_safetensors: false is not supported with transformers 5, which always " \
                                      "writes safetensors; remove the key"
+    if cfg.rl == "ebft":
+        yield from _ebft(cfg, warnings)
     if cfg.rl == "gdpo" and cfg.trl is not None and cfg.trl.multi_objective_aggregation == "sum_then_normalize":
         yield ("trl", "multi_objective_aggregation"), "sum_then_normalize is GRPO, but rl: gdpo was selected"
     if (cfg.bf16 is True or cfg.bfloat16) and (cfg.fp16 or cfg.float16):
@@ -182,3 +184,27 @@ def _pretraining(cfg: Config, warnings: list[Problem]) -> Iterator[Problem]:
         problem = names.check_sft_type(first.type)
         if problem:
             yield ("pretraining_dataset", 0, "type"), problem
+
+
+STRIDED_KEYS = ("stride", "context_length", "generate_max_len", "n_samples_per_prompt", "temperature", "top_p",
+                "rl_coef", "advantage_estimator", "min_completion_prefix")
+
+
+def _ebft(cfg: Config, warnings: list[Problem]) -> Iterator[Problem]:
+    """Structured EBFT runs on TRL's GRPO trainer; strided mode (block-parallel anchored rollouts) is refused."""
+    ebft = cfg.ebft
+    if ebft is not None and ebft.mode == "strided":
+        yield ("ebft", "mode"), "strided (anchored block-parallel rollouts over raw text) is not supported by " \
+                                "mudpuppy; use mode: structured with prompt/ground_truth rows"
+        return
+    if ebft is not None:
+        stray = [k for k in STRIDED_KEYS if getattr(ebft, k) is not None]
+        if stray:
+            warnings.append((("ebft", stray[0]), f"{', '.join(stray)} only apply to mode: strided; ignored"))
+        if ebft.ce_coef:
+            warnings.append((("ebft", "ce_coef"), "a cross-entropy term is part of strided mode only; ignored"))
+        if ebft.adaptive_max_tokens or ebft.gt_length_multiplier is not None:
+            warnings.append((("ebft", "adaptive_max_tokens"), "adaptive_max_tokens/gt_length_multiplier size vLLM "
+                                                              "requests; generation stops at max_completion_length"))
+    if cfg.trl is not None and cfg.trl.async_prefetch:
+        warnings.append((("trl", "async_prefetch"), "generation runs in step with training (no async prefetch)"))
