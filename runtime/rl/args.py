@@ -133,6 +133,13 @@ def _grpo(cfg: Any, kwargs: dict[str, Any], device: str) -> None:
     if trl.use_vllm and device != "cuda":
         raise UserError(f"trl.use_vllm: vLLM generation needs a CUDA GPU; this run is on {device}",
                         hint="set trl.use_vllm: false to generate with transformers")
+    if trl.use_vllm:
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:  # TRL would fail later with an ImportError traceback
+            raise UserError("trl.use_vllm: vllm is not installed in the runtime environment",
+                            hint="install vllm (and start its server for vllm_mode: server), or set "
+                                 "trl.use_vllm: false to generate with transformers")
     funcs = len(trl.reward_funcs or []) + (1 if cfg.rl == "ebft" else 0)  # ebft's feature reward comes first
     if trl.reward_weights is not None and len(trl.reward_weights) != funcs:
         raise UserError(f"trl.reward_weights: {len(trl.reward_weights)} weights for {funcs} reward_funcs")
