@@ -67,7 +67,7 @@ def main() -> None:
             golden["bin_tokens"] = len(rows[0]["input_ids"])
         else:
             golden["rows"] = rows
-        (HERE / f"{case}.json").write_text(json.dumps(golden) + "\n", encoding="utf-8")
+        (HERE / "streaming" / f"{case}.json").write_text(json.dumps(golden) + "\n", encoding="utf-8")
         print(case, len(rows), "rows")
 
 

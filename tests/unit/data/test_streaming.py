@@ -15,7 +15,7 @@ from mudpuppy.launcher.errors import ConfigError
 
 pytestmark = pytest.mark.timeout(120)
 ROOT = Path(__file__).resolve().parents[3]
-GOLDEN = ROOT / "tests" / "data" / "golden"
+GOLDEN = ROOT / "tests" / "data" / "golden" / "streaming"
 TOK = "templates/examples/tiny-llama"
 
 
