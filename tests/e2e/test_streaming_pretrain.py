@@ -1,5 +1,6 @@
 """Streamed pretraining end to end: a run killed by SIGTERM and resumed ends bit-identical to one run straight
-through (each its own process), so the resumed stream continues exactly where the first process stopped."""
+through (each its own process), so the resumed stream continues exactly where the first process stopped. The
+64 rows the run reads are more than one pass over the (skipped) stream, so the second epoch is covered too."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ DATA = REPO / "tests" / "data" / "golden" / "inputs" / "pretrain.jsonl"
 
 
 def _streamed(tiny_cfg, name: str, **extra):  # noqa: ANN001, ANN202
-    return tiny_cfg(name, datasets=None, pretraining_dataset=[{"path": str(DATA), "type": "pretrain"}],
+    return tiny_cfg(name, datasets=None, pretraining_dataset=[{"path": str(DATA), "type": "pretrain", "skip": 30}],
                     streaming_multipack_buffer_size=16, sequence_len=64, max_steps=8, save_steps=2,
                     micro_batch_size=4, **extra)
 

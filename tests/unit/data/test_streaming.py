@@ -138,3 +138,25 @@ def test_missing_local_file_is_one_line(tokenizer, tmp_path: Path) -> None:  # n
                            f"  - path: {tmp_path}/nope.jsonl\n").config
     with pytest.raises(UserError, match="does not exist"):
         StreamedPretraining(cfg, tokenizer)
+
+
+def test_axolotl_warnings_for_ignored_keys() -> None:
+    loaded = load_config_text(BASE + "  - path: org/second\nmax_steps: 3\ndatasets:\n  - path: a.jsonl\n"
+                              "    type: alpaca\n")
+    assert any("only the first pretraining_dataset entry" in w for w in loaded.warnings)
+    assert any("datasets are ignored when pretraining_dataset is set" in w for w in loaded.warnings)
+    sft = load_config_text(f"base_model: {TOK}\nlearning_rate: 1e-3\nstreaming: true\nmax_steps: 2\n"
+                           "datasets:\n  - path: a.jsonl\n    type: alpaca\n")
+    assert any("streaming applies to pretraining_dataset here" in w for w in sft.warnings)
+
+
+def test_e2e_stream_wraps_into_a_second_epoch(tokenizer, monkeypatch_module) -> None:  # noqa: ANN001
+    """tests/e2e/test_streaming_pretrain.py reads 8 steps x 4 x 2 = 64 rows: more than one pass over the stream
+    (``skip: 30`` leaves half the file), so its resume also crosses into the reshuffled second epoch."""
+    from mudpuppy.runtime.data.streaming import StreamedPretraining
+
+    cfg = load_config_text(f"base_model: {TOK}\nlearning_rate: 1e-3\nmax_steps: 8\nsample_packing: true\n"
+                           "sequence_len: 64\nstreaming_multipack_buffer_size: 16\npretraining_dataset:\n"
+                           "  - path: tests/data/golden/inputs/pretrain.jsonl\n    skip: 30\n").config
+    rows = list(StreamedPretraining(cfg, tokenizer))
+    assert 8 < len(rows) < 64
