@@ -128,7 +128,7 @@ class Bundle:
 # Config keys that may name local files or folders, with the folder they go to under files/.
 _MODEL_KEYS = ("base_model", "base_model_config", "tokenizer_config")
 _FILE_KEYS = ("deepspeed", "chat_template_jinja")
-_DATASET_LISTS = ("datasets", "test_datasets")
+_DATASET_LISTS = ("datasets", "test_datasets", "pretraining_dataset")
 
 
 def build_bundle(config: Config, store: Path, *, wheel: Path | None = None,

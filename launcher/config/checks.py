@@ -69,10 +69,13 @@ def _plugins(cfg: Config, warnings: list[Problem]) -> Iterator[Problem]:
 
 
 def _conflicts(cfg: Config, given: frozenset[str] | set[str], warnings: list[Problem]) -> Iterator[Problem]:
-    if not cfg.datasets:
-        yield ("datasets",), "at least one dataset is required (datasets: - path: ... type: ...)" + (
-            "; pretraining_dataset (streamed pretraining) is not supported by mudpuppy"
-            if "pretraining_dataset" in given else "")
+    if not cfg.datasets and not cfg.pretraining_dataset:
+        yield ("datasets",), "either datasets or pretraining_dataset is required (datasets: - path: ... type: ...)"
+    if cfg.pretraining_dataset:
+        yield from _pretraining(cfg, warnings)
+    elif cfg.streaming:
+        warnings.append((("streaming",), "streaming applies to pretraining_dataset here: datasets: entries are "
+                                         "tokenized ahead (the same rows, cached)"))
     if cfg.warmup_steps and cfg.warmup_ratio:
         yield ("warmup_ratio",), "warmup_steps and warmup_ratio are mutually exclusive; keep one"
     if cfg.val_set_size and cfg.test_datasets:
@@ -101,6 +104,8 @@ def _conflicts(cfg: Config, given: frozenset[str] | set[str], warnings: list[Pro
     if cfg.save_safetensors is False:
         yield ("save_safetensors",), "save_safetensors: false is not supported with transformers 5, which always " \
                                      "writes safetensors; remove the key"
+    if cfg.rl == "ebft":
+        yield from _ebft(cfg, warnings)
     if cfg.rl == "gdpo" and cfg.trl is not None and cfg.trl.multi_objective_aggregation == "sum_then_normalize":
         yield ("trl", "multi_objective_aggregation"), "sum_then_normalize is GRPO, but rl: gdpo was selected"
     if (cfg.bf16 is True or cfg.bfloat16) and (cfg.fp16 or cfg.float16):
@@ -150,3 +155,56 @@ def _conflicts(cfg: Config, given: frozenset[str] | set[str], warnings: list[Pro
     for i, ds in enumerate(cfg.test_datasets or []):
         if not ds.path:
             yield ("test_datasets", i, "path"), "each dataset needs a path"
+
+
+def _pretraining(cfg: Config, warnings: list[Problem]) -> Iterator[Problem]:
+    """Axolotl's rules for streamed pretraining data (``utils/schemas/validation.py``)."""
+    if not cfg.max_steps:
+        yield ("max_steps",), "max_steps is required with pretraining_dataset: a stream has no length to plan from"
+    if cfg.val_set_size:
+        yield ("val_set_size",), "val_set_size is not supported with pretraining_dataset; use test_datasets"
+    if cfg.dataset_exact_deduplication:
+        yield ("dataset_exact_deduplication",), "dataset_exact_deduplication is not available for streamed data"
+    if cfg.include_tokens_per_second:
+        yield ("include_tokens_per_second",), "pretraining_dataset and include_tokens_per_second cannot be used " \
+                                              "together (as in Axolotl)"
+    if cfg.pretrain_multipack_buffer_size and cfg.streaming_multipack_buffer_size not in (None, 10_000):
+        yield ("pretrain_multipack_buffer_size",), "pretrain_multipack_buffer_size is the old name of " \
+                                                   "streaming_multipack_buffer_size; keep one"
+    entries = cfg.pretraining_dataset or []
+    if len(entries) > 1:
+        warnings.append((("pretraining_dataset", 1), "only the first pretraining_dataset entry is streamed "
+                                                     "(as in Axolotl); the others are ignored"))
+    if cfg.datasets:
+        warnings.append((("datasets",), "datasets are ignored when pretraining_dataset is set (as in Axolotl)"))
+    first = entries[0]
+    if not first.path:
+        yield ("pretraining_dataset", 0, "path"), "the entry needs a path"
+    elif isinstance(first.type, str) and first.type != "pretrain":
+        problem = names.check_sft_type(first.type)
+        if problem:
+            yield ("pretraining_dataset", 0, "type"), problem
+
+
+STRIDED_KEYS = ("stride", "context_length", "generate_max_len", "n_samples_per_prompt", "temperature", "top_p",
+                "rl_coef", "advantage_estimator", "min_completion_prefix")
+
+
+def _ebft(cfg: Config, warnings: list[Problem]) -> Iterator[Problem]:
+    """Structured EBFT runs on TRL's GRPO trainer; strided mode (block-parallel anchored rollouts) is refused."""
+    ebft = cfg.ebft
+    if ebft is not None and ebft.mode == "strided":
+        yield ("ebft", "mode"), "strided (anchored block-parallel rollouts over raw text) is not supported by " \
+                                "mudpuppy; use mode: structured with prompt/ground_truth rows"
+        return
+    if ebft is not None:
+        stray = [k for k in STRIDED_KEYS if getattr(ebft, k) is not None]
+        if stray:
+            warnings.append((("ebft", stray[0]), f"{', '.join(stray)} only apply to mode: strided; ignored"))
+        if ebft.ce_coef:
+            warnings.append((("ebft", "ce_coef"), "a cross-entropy term is part of strided mode only; ignored"))
+        if ebft.adaptive_max_tokens or ebft.gt_length_multiplier is not None:
+            warnings.append((("ebft", "adaptive_max_tokens"), "adaptive_max_tokens/gt_length_multiplier size vLLM "
+                                                              "requests; generation stops at max_completion_length"))
+    if cfg.trl is not None and cfg.trl.async_prefetch:
+        warnings.append((("trl", "async_prefetch"), "generation runs in step with training (no async prefetch)"))

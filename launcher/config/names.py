@@ -35,8 +35,8 @@ SCHEDULERS = (
 # Axolotl's own schedulers (its trainer mixin builds them); not implemented here.
 UNSUPPORTED_SCHEDULERS = {"one_cycle": "Axolotl's OneCycleLR schedule", "rex": "Axolotl's REX schedule"}
 
-RL_MODES = ("dpo", "ipo", "simpo", "kto", "orpo", "grpo", "gdpo")
-UNSUPPORTED_RL = {"ebft": "energy-based fine-tuning, Axolotl's own trainer with no TRL equivalent"}
+RL_MODES = ("dpo", "ipo", "simpo", "kto", "orpo", "grpo", "gdpo", "ebft")
+UNSUPPORTED_RL: dict[str, str] = {}
 
 # Dataset ``type:`` names the SFT pipeline resolves (runtime.data.strategies.build_strategy).
 SFT_TYPES = frozenset({
@@ -88,7 +88,7 @@ def preference_family(rl: str | None, reward_model: bool) -> str | None:
     """The preference family a config's datasets belong to (as ``runtime.data.preference`` decides)."""
     if rl in ("dpo", "ipo", "simpo") or (rl is None and reward_model):
         return "dpo"
-    if rl == "gdpo":
+    if rl in ("gdpo", "ebft"):  # EBFT structured mode is GRPO with a feature-matching reward
         return "grpo"
     return rl
 

@@ -12,8 +12,6 @@ TOP_LEVEL: dict[str, str] = {
     "dp_replicate_size": "FSDP shards over every rank; there is no hybrid shard/replicate split",
     "liger_rope": "rotary embeddings stay transformers' own (two fused elementwise ops already); no Liger kernel",
     "liger_layer_norm": "LayerNorm stays torch's native fused layer_norm; no Liger kernel",
-    "pretraining_dataset": "streaming pretraining data is not implemented; list the data under datasets: "
-                           "with type: completion",
     "include_tkps": "tokens/s is always logged each step (tokens_per_second in metrics.jsonl); nothing to switch",
 }
 DATASET: dict[str, str] = {

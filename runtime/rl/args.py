@@ -18,7 +18,7 @@ GRPO_PASSTHROUGH = (
     "mask_truncated_completions", "temperature", "top_p", "top_k", "min_p", "repetition_penalty",
     "generation_kwargs", "sync_ref_model", "ref_model_mixup_alpha", "ref_model_sync_steps", "log_completions",
     "num_completions_to_print", "use_vllm", "vllm_mode", "vllm_server_host", "vllm_server_port",
-    "vllm_server_timeout", "vllm_gpu_memory_utilization", "multi_objective_aggregation",
+    "vllm_server_timeout", "vllm_gpu_memory_utilization", "multi_objective_aggregation", "chat_template_kwargs",
 )
 
 
@@ -30,8 +30,8 @@ class RLPlan:
 
 
 def mode_of(cfg: Any) -> str:
-    if cfg.rl == "gdpo":  # GDPO is TRL's GRPO trainer normalising each reward before summing (as in Axolotl)
-        return "grpo"
+    if cfg.rl in ("gdpo", "ebft"):  # GDPO normalises each reward before summing (as in Axolotl); EBFT is GRPO
+        return "grpo"                 # with a feature-matching reward (runtime.rl.ebft)
     if cfg.rl:
         return str(cfg.rl)
     if cfg.process_reward_model:
@@ -119,8 +119,10 @@ def _dpo(cfg: Any, mode: str, kwargs: dict[str, Any]) -> None:
 
 
 def _grpo(cfg: Any, kwargs: dict[str, Any], device: str) -> None:
-    trl = cfg.trl
-    if trl is None or not trl.reward_funcs:
+    from mudpuppy.launcher.config.schema.rl import TRLSection
+
+    trl = cfg.trl if cfg.trl is not None or cfg.rl != "ebft" else TRLSection()
+    if trl is None or (not trl.reward_funcs and cfg.rl != "ebft"):
         raise UserError("rl: grpo needs trl.reward_funcs (module.function paths, e.g. rewards.length_reward)")
     for key in GRPO_PASSTHROUGH:
         value = getattr(trl, key)
@@ -131,9 +133,16 @@ def _grpo(cfg: Any, kwargs: dict[str, Any], device: str) -> None:
     if trl.use_vllm and device != "cuda":
         raise UserError(f"trl.use_vllm: vLLM generation needs a CUDA GPU; this run is on {device}",
                         hint="set trl.use_vllm: false to generate with transformers")
-    if trl.reward_weights is not None and len(trl.reward_weights) != len(trl.reward_funcs):
-        raise UserError(f"trl.reward_weights: {len(trl.reward_weights)} weights for "
-                        f"{len(trl.reward_funcs)} reward_funcs")
+    if trl.use_vllm:
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:  # TRL would fail later with an ImportError traceback
+            raise UserError("trl.use_vllm: vllm is not installed in the runtime environment",
+                            hint="install vllm (and start its server for vllm_mode: server), or set "
+                                 "trl.use_vllm: false to generate with transformers")
+    funcs = len(trl.reward_funcs or []) + (1 if cfg.rl == "ebft" else 0)  # ebft's feature reward comes first
+    if trl.reward_weights is not None and len(trl.reward_weights) != funcs:
+        raise UserError(f"trl.reward_weights: {len(trl.reward_weights)} weights for {funcs} reward_funcs")
     generations = trl.num_generations or 8
     per_step = kwargs.get("per_device_train_batch_size", 1) * kwargs.get("gradient_accumulation_steps", 1)
     batch = trl.generation_batch_size or per_step * (trl.steps_per_generation or 1)

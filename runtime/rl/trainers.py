@@ -85,7 +85,12 @@ def build_rl_trainer(cfg: Any, *, model: Any, tokenizer: Any, train_dataset: Any
     if rl.mode == "grpo":
         from mudpuppy.runtime.rl.rewards import reward_functions
 
-        kwargs["reward_funcs"] = reward_functions(list(cfg.trl.reward_funcs))
+        funcs = reward_functions(list(cfg.trl.reward_funcs or [])) if cfg.trl is not None else []
+        if cfg.rl == "ebft":  # the feature-matching reward first (runtime.rl.ebft)
+            from mudpuppy.runtime.rl.ebft import FeatureMatchingReward
+
+            funcs.insert(0, FeatureMatchingReward(cfg, model, tokenizer, int(args.num_generations)))
+        kwargs["reward_funcs"] = funcs
     if rl.mode == "reward":
         _check_reward_model(model)
     try:

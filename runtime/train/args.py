@@ -97,6 +97,10 @@ def plan_training(cfg: Any, *, precision: Precision, env: Env, train_rows: int, 
         args["gradient_checkpointing"] = True
         args["gradient_checkpointing_kwargs"] = cfg.gradient_checkpointing_kwargs or {"use_reentrant": False}
 
+    if cfg.pretraining_dataset:
+        # Axolotl's setting for streams: every rank reads the stream and keeps its own slice of each global batch
+        # (accelerate's IterableDatasetShard); dispatching from rank 0 would insist on equal-sized batches
+        args["accelerator_config"] = {"dispatch_batches": False, "split_batches": False}
     _schedule(cfg, args)
     plan = TrainPlan(args=args, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
                      save_total_limit=cfg.save_total_limit)

@@ -97,8 +97,15 @@ def _run(cfg: Any, env: Env, watcher: Any, stream: TextIO, extra_callbacks: list
     from mudpuppy.runtime.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(cfg)
-    train_ds, eval_ds = prepare_datasets_on_ranks(cfg, tokenizer, env)
-    if train_ds is None or len(train_ds) == 0:
+    streamed = bool(cfg.pretraining_dataset)
+    if streamed:  # read while training, never tokenized ahead (runtime.data.streaming)
+        from mudpuppy.runtime.data.streaming import planned_rows, prepare_streamed
+
+        train_ds, eval_ds = prepare_streamed(cfg, tokenizer)
+    else:
+        train_ds, eval_ds = prepare_datasets_on_ranks(cfg, tokenizer, env)
+    train_rows = planned_rows(cfg, env.world_size) if streamed else len(train_ds) if train_ds is not None else 0
+    if train_ds is None or train_rows == 0:
         raise UserError("datasets: no training rows left after tokenization",
                         hint="check the dataset paths/types and sequence_len")
     if watcher.requested:
@@ -133,7 +140,7 @@ def _run(cfg: Any, env: Env, watcher: Any, stream: TextIO, extra_callbacks: list
     from mudpuppy.runtime.train.collator import build_collator
     from mudpuppy.runtime.train.trainer import MudpuppyTrainer
 
-    plan = plan_training(cfg, precision=precision, env=env, train_rows=len(train_ds), has_eval=eval_ds is not None)
+    plan = plan_training(cfg, precision=precision, env=env, train_rows=train_rows, has_eval=eval_ds is not None)
     apply_env(plan.env_vars)
     try:
         training_args = TrainingArguments(**plan.args)
@@ -186,7 +193,8 @@ def _run(cfg: Any, env: Env, watcher: Any, stream: TextIO, extra_callbacks: list
     # ZeRO-3 leaves each rank a local slice; ds_numel is the parameter's full size
     trainable = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad)
     total = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
-    _say(stream, env, f"{len(train_ds)} train rows, {len(eval_ds) if eval_ds is not None else 0} eval rows, "
+    shown = "streamed" if streamed else train_rows
+    _say(stream, env, f"{shown} train rows, {len(eval_ds) if eval_ds is not None else 0} eval rows, "
                       f"{plan.total_steps} steps, {precision.mode} on {precision.device}, "
                       f"{trainable:,}/{total:,} params trainable"
                       + (f", resuming from {resume}" if resume else "")

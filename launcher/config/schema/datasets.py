@@ -91,8 +91,24 @@ class DatasetConfig(Section):
         return self.path or "<dataset>"
 
 
+class PretrainingDatasetConfig(DatasetConfig):
+    """A ``pretraining_dataset`` entry: streamed, never tokenized ahead (``runtime.data.streaming``)."""
+
+    split: str | None = "train"
+    type: str | UserDefinedFormat | None = Field("pretrain", description="pretrain (windows + EOS) or an SFT type.")
+    text_column: str | None = "text"
+    skip: int | None = Field(None, ge=0, description="rows of the stream to skip first")
+
+
 class DataSection(Section):
     datasets: list[DatasetConfig] | None = None
+    pretraining_dataset: list[PretrainingDatasetConfig] | None = Field(
+        None, description="Streamed pretraining data (only the first entry is read, as in Axolotl); needs max_steps.")
+    streaming: bool | None = None
+    streaming_multipack_buffer_size: int | None = Field(10_000, ge=1, description="rows per streamed chunk")
+    pretrain_multipack_buffer_size: int | None = Field(None, ge=1, description="old name of the key above")
+    pretrain_multipack_attn: bool | None = True
+    pretraining_sample_concatenation: bool | None = None
     test_datasets: list[DatasetConfig] | None = None
     val_set_size: float | None = Field(
         0.0, ge=0.0, description="Held out for evaluation: a fraction below 1, or (as in Axolotl) a row count above 1."
@@ -123,6 +139,12 @@ class DataSection(Section):
     sample_packing_sequentially: bool | None = Field(None, description="Pack rows in dataset order (next fit).")
     train_on_inputs: bool | None = False
     max_prompt_len: int | None = None
+
+    @field_validator("pretraining_dataset", mode="before")
+    @classmethod
+    def _pretraining_path(cls, value: object) -> object:
+        """Axolotl also takes a bare path (``pretraining_dataset: org/name``)."""
+        return [{"path": value}] if isinstance(value, str) else value
 
     @field_validator("val_set_size")
     @classmethod

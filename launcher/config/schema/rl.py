@@ -48,10 +48,35 @@ class TRLSection(Section):
     vllm_server_port: int | None = None
     vllm_server_timeout: float | None = None
     vllm_gpu_memory_utilization: float | None = None
+    chat_template_kwargs: dict[str, object] | None = Field(None, description="passed to the chat template (GRPO)")
+    async_prefetch: bool | None = Field(None, description="Axolotl's async generation; generation is in step here")
+
+
+class EBFTSection(Section):
+    """``ebft:`` (``rl: ebft``), Axolotl's keys. Structured mode runs (``runtime.rl.ebft``); strided is refused."""
+
+    mode: Literal["structured", "strided"] | None = "structured"
+    feature_layers: list[float] | None = Field(None, description="fractions of depth (default 0.25, 0.5, 0.75)")
+    embed_method: Literal["last_token", "mean_pooling", "completion_mean", "concat"] | None = "last_token"
+    use_whitening: bool | None = False
+    alignment_coef: float | None = 1.0
+    diversity_coef: float | None = 1.0
+    ce_coef: float | None = 0.0
+    adaptive_max_tokens: bool | None = None
+    gt_length_multiplier: float | None = Field(None, ge=0.1)
+    stride: int | None = Field(None, ge=1)
+    context_length: int | None = Field(None, ge=1)
+    generate_max_len: int | None = Field(None, ge=1)
+    n_samples_per_prompt: int | None = Field(None, ge=1)
+    temperature: float | None = None
+    top_p: float | None = None
+    rl_coef: float | None = None
+    advantage_estimator: Literal["rloo", "group_norm", "reinforce"] | None = None
+    min_completion_prefix: int | None = Field(None, ge=0)
 
 
 class RLSection(Section):
-    rl: str | None = Field(None, description="dpo, ipo, simpo, kto, orpo, grpo or gdpo (checked by name).")
+    rl: str | None = Field(None, description="dpo, ipo, simpo, kto, orpo, grpo, gdpo or ebft (checked by name).")
     rl_beta: float | None = None
     dpo_beta: float | None = None
     dpo_use_weighting: bool | None = None
@@ -67,6 +92,7 @@ class RLSection(Section):
     cpo_alpha: float | None = None
     rpo_alpha: float | None = None
     trl: TRLSection | None = None
+    ebft: EBFTSection | None = None
     reward_model: bool | None = None
     center_rewards_coefficient: float | None = Field(None, description="reward models: TRL's mean-zero reward term")
     process_reward_model: bool | None = None

@@ -138,7 +138,7 @@ def build_split(cfg: Any, tokenizer: Any, split: str, stats: Stats) -> Any:
         if not transform.tokenized:  # token-id rows were cut to sequence_len by their transform, as in Axolotl
             rows = handle_length(rows, cfg, tokenizer, family, ds.path, stats)
         if not transform.keep_all:
-            columns = bradley_terry.COLUMNS if transform.tokenized else COLUMNS[family]
+            columns = bradley_terry.COLUMNS if transform.tokenized else transform.columns or COLUMNS[family]
             rows = [{k: r[k] for k in columns} for r in rows]
         kinds.add(transform.tokenized)
         if len(kinds) > 1:

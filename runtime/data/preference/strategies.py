@@ -29,7 +29,7 @@ COLUMNS = {
 def family_of(cfg: Any) -> str:
     if cfg.rl in ("dpo", "ipo", "simpo") or (cfg.rl is None and (cfg.reward_model or cfg.process_reward_model)):
         return "dpo"
-    return "grpo" if cfg.rl == "gdpo" else str(cfg.rl)
+    return "grpo" if cfg.rl in ("gdpo", "ebft") else str(cfg.rl)
 
 
 @dataclass
@@ -42,6 +42,7 @@ class RowTransform:
     remove: list[str] = field(default_factory=list)
     custom: bool = False
     tokenized: bool = False  # rows are token ids already (Bradley-Terry), not text for TRL to tokenize
+    columns: tuple[str, ...] | None = None  # the columns kept when not keep_all (default: the family's)
 
     def apply(self, row: Mapping[str, Any]) -> dict[str, Any]:
         if not self.custom:
@@ -82,6 +83,15 @@ def build_transform(cfg: Any, ds: Any, tokenizer: Any, index: int) -> RowTransfo
     builtin = _builtin(family, prefix, function, cfg, ds, tokenizer)
     if builtin is not None:
         return RowTransform(kind, builtin, keep_all=keep_all)
+    if family == "grpo" and prefix.startswith("ebft_"):
+        from mudpuppy.runtime.rl.ebft import dataset_transform
+
+        fn = dataset_transform(prefix, function)
+        if fn is not None:  # Axolotl's prompt_strategies.ebft: rows become prompt + ground_truth only
+            return RowTransform(kind, fn, columns=("prompt", "ground_truth"))
+        raise UserError(f"datasets: {ds.path}: type {kind!r} is not one of mudpuppy's ebft transforms",
+                        hint="ebft_opencode.transform, ebft_chat_multiturn.transform_last_turn, or a local "
+                             "module.function")
     if prefix in (*formats.MARKUPS, "chat_template", "user_defined"):
         raise UserError(f"datasets: {ds.path}: type {kind!r} is not a {family} format",
                         hint="known: " + ", ".join(known_types(family)))

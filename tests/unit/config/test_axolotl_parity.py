@@ -197,7 +197,7 @@ def test_template_and_type_registries_are_the_runtimes() -> None:
     for family in ("dpo", "kto", "orpo"):
         listed = {t for t in preference.known_types(family) if " " not in t}
         assert listed <= names.PREFERENCE_TYPES[family], family
-    assert set(names.RL_MODES) - {"gdpo"} <= set(TRAINERS)
+    assert set(names.RL_MODES) - {"gdpo", "ebft"} <= set(TRAINERS)  # both run on GRPOTrainer
     assert set(axolotl_keys.RL_TYPES) == set(names.RL_MODES) | set(names.UNSUPPORTED_RL)
 
 

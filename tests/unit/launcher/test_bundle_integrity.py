@@ -186,3 +186,31 @@ def test_folder_data_files_are_read_from_where_the_command_runs_as_axolotl_reads
     expected = sorted(r["instruction"] for r in rows("working-folder"))
     assert sorted(load_raw(local, "train")[0]["instruction"]) == expected
     assert bundled_rows(tmp_path, config_with([entry])) == [expected]
+
+
+def test_pretraining_dataset_files_travel_and_stream_from_the_unpacked_bundle(tmp_path: Path, monkeypatch) -> None:
+    from mudpuppy.runtime.data.streaming import open_stream
+
+    texts = [{"text": f"streamed {i}"} for i in range(3)]
+    single = write_jsonl(tmp_path / "corpus" / "one.jsonl", texts)
+    write_jsonl(tmp_path / "folder" / "part.jsonl", texts)
+    monkeypatch.chdir(tmp_path)
+    entries = [{"path": str(single)}, {"path": "folder"}, {"path": "json", "data_files": "corpus/one.jsonl"},
+               {"path": "org/hub-corpus"}]
+    for i, entry in enumerate(entries):
+        text = yaml.safe_dump({"base_model": str(EXAMPLES / "tiny-llama"), "learning_rate": 1e-4, "max_steps": 2,
+                               "output_dir": "out", "pretraining_dataset": [entry]})
+        bundle = build_bundle(load_config_text(text).config, tmp_path / "store")
+        config_path, workdir = open_bundle(bundle.path, tmp_path / f"remote-{i}")
+        (got,) = load_config(config_path).config.pretraining_dataset or []
+        if entry["path"] == "org/hub-corpus":
+            assert got.path == "org/hub-corpus"  # a hub id is read where the run runs
+            assert not any("pretraining_dataset" in k for k in bundle.files)
+            continue
+        assert any(k.startswith("files/pretraining_dataset/0/") for k in bundle.files)
+        here = os.getcwd()
+        os.chdir(workdir)
+        try:
+            assert [r["text"] for r in open_stream(got)] == [t["text"] for t in texts]
+        finally:
+            os.chdir(here)

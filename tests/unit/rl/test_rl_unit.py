@@ -23,6 +23,8 @@ def config(**keys: Any) -> Any:
             "datasets": [{"path": str(RL_DATA / "toy_pairs.jsonl"), "type": "chatml.prompt_pairs"}]}
     if keys.get("rl") in ("grpo", "gdpo"):
         base["datasets"] = [{"path": str(RL_DATA / "toy_prompts.jsonl")}]
+    if keys.get("rl") == "ebft":
+        base["datasets"] = [{"path": str(RL_DATA / "toy_ebft.jsonl"), "type": "ebft_opencode.transform"}]
     if keys.get("rl") == "orpo":  # ORPO reads chat-template rows (config validation checks the type per mode)
         base["datasets"] = [{"path": str(RL_DATA / "toy_pairs.jsonl"), "type": "chat_template.argilla"}]
     base.update(keys)
@@ -207,3 +209,20 @@ def test_dump_gives_trl_token_ids(tmp_path: Path) -> None:
     kto = _prepare(tmp_path, [{"prompt": "q", "completion": "a", "label": False}], rl="kto", type=None)
     (krow,) = list(trl_rows(kto_cfg, tokenizer, kto.train))
     assert set(krow) == {"prompt_ids", "completion_ids", "label"} and krow["label"] is False
+
+
+def test_ebft_plans_grpo_without_reward_funcs_and_missing_vllm_is_one_line(tmp_path: Path) -> None:
+    from mudpuppy.runtime.rl.args import plan_rl
+    from mudpuppy.runtime.rl.trainers import _import
+
+    p = plan(rl="ebft", trl={"num_generations": 2, "chat_template_kwargs": {"enable_thinking": False}})
+    _, config_cls = _import(p.mode)
+    args = config_cls(output_dir=str(tmp_path), **p.kwargs)
+    assert type(args).__name__ == "GRPOConfig" and args.chat_template_kwargs == {"enable_thinking": False}
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:  # an Axolotl config with use_vllm on a GPU box without vLLM
+        cfg = config(rl="ebft", trl={"num_generations": 2, "use_vllm": True})
+        with pytest.raises(UserError, match="vllm is not installed") as err:
+            plan_rl(cfg, {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 2}, device="cuda")
+        assert "\n" not in err.value.one_line()
