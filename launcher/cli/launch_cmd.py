@@ -20,9 +20,14 @@ from mudpuppy.launcher.cli.options import OVERRIDE_CONTEXT, config_argument
 @click.option("--dry-run", is_flag=True, help="Print the plan (the exact script) and submit nothing.")
 @click.option("--name", help="Run name shown by `mudpuppy runs` (overrides launch.name).")
 @click.option("--retries", type=click.IntRange(min=0), help="Restarts after preemption (overrides launch.retries).")
+@click.option("--sweep", "sweeps", multiple=True, metavar="KEY=V1,V2",
+              help="Run a grid: one member per combination of the values (repeatable); see `runs --group`.")
+@click.option("--max-parallel", type=click.IntRange(min=1),
+              help="Sweeps on SLURM: at most N members at once (overrides launch.slurm.array_throttle).")
 @click.pass_context
 def launch(ctx: click.Context, config_path: str, backend: str | None, gpus: str | None, nodes: int | None,
-           spot: bool | None, detach: bool | None, dry_run: bool, name: str | None, retries: int | None) -> int:
+           spot: bool | None, detach: bool | None, dry_run: bool, name: str | None, retries: int | None,
+           sweeps: tuple[str, ...], max_parallel: int | None) -> int:
     """Run CONFIG on a backend. Extra --key value pairs override config keys (e.g. --launch.slurm.partition gpu)."""
     from mudpuppy.launcher import dispatch
     from mudpuppy.launcher.cli import warn
@@ -32,6 +37,10 @@ def launch(ctx: click.Context, config_path: str, backend: str | None, gpus: str 
     overrides = parse_override_args(list(ctx.args))
     overrides.update(dispatch.flag_overrides(backend=backend, gpus=gpus, nodes=nodes, spot=spot, detach=detach,
                                              name=name, retries=retries))
+    if sweeps:
+        from mudpuppy.launcher.cli.sweep_group import launch_sweep
+
+        return launch_sweep(config_path, overrides, list(sweeps), dry_run=dry_run, max_parallel=max_parallel)
     prepared = dispatch.prepare(config_path, overrides, new_run_id())
     for line in prepared.warnings:
         warn(line)
