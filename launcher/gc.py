@@ -35,6 +35,15 @@ from mudpuppy.launcher.registry import Registry, RunRecord, state_dir
 FINISHED = ("succeeded", "failed", "cancelled")
 UNREFERENCED_AGE_S = 3600
 DIGEST_CHARS = 16
+# What `mudpuppy gc` can clean per backend (shown by `mudpuppy backends`).
+GC_SCOPE = {
+    "local": "bundles",
+    "ssh": "bundles, run folders, venvs",
+    "slurm": "bundles, run folders, venvs",
+    "ray": "no: Ray keeps job files itself",
+    "skypilot": "clusters made for runs",
+    "modal": "no: apps stop themselves",
+}
 
 
 @dataclass(frozen=True)

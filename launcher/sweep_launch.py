@@ -20,6 +20,15 @@ from mudpuppy.launcher.registry import Registry, RunRecord, new_run_id
 from mudpuppy.launcher.sweep import Member, expand
 
 SEQUENTIAL = ("local", "ssh")
+# How each backend runs a sweep's members (shown by `mudpuppy backends`).
+SWEEP_MODES = {
+    "local": "members one after another",
+    "ssh": "members one after another on the hosts",
+    "slurm": "one job array, %N throttle",
+    "ray": "one Ray job per member",
+    "skypilot": "one (managed) job per member",
+    "modal": "one app run per member",
+}
 Echo = Callable[[str], None]
 
 

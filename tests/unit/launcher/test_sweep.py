@@ -129,3 +129,11 @@ def test_group_lookup_by_prefix(tmp_path: Path) -> None:
         reg.group("2025")
     with pytest.raises(UserError, match="no sweep group"):
         reg.group("zzz")
+
+
+def test_backends_table_says_how_each_backend_sweeps_and_cleans() -> None:
+    shown = mp("backends", env={"COLUMNS": "400"}).stdout
+    slurm = [line for line in shown.splitlines() if "│ slurm" in line][-1]
+    ray = [line for line in shown.splitlines() if "│ ray" in line][-1]
+    assert "one job array, %N throttle" in slurm and "run folders, venvs" in slurm
+    assert "one Ray job per member" in ray and "no: Ray keeps job files itself" in ray
