@@ -30,6 +30,7 @@ from typing import Any
 
 from mudpuppy.launcher.contract import BUNDLE_IMAGE, BUNDLE_SUFFIX
 from mudpuppy.launcher.errors import UserError
+from mudpuppy.launcher.locations import split_output
 from mudpuppy.launcher.registry import Registry, RunRecord, state_dir
 
 FINISHED = ("succeeded", "failed", "cancelled")
@@ -85,9 +86,9 @@ def _bundle_stem(digest: str) -> str:
 def _outputs(records: list[RunRecord]) -> list[tuple[str, str]]:
     out = []
     for record in records:
-        if record.output:
-            session, _, path = record.output.partition(":")
-            out.append((session, path.rstrip("/")))
+        location = split_output(record.output)
+        if location:
+            out.append(location)
     return out
 
 
@@ -214,6 +215,9 @@ def _remote_place(place: _Place, where: str, t: Any, found: Found) -> None:
     present_runs = set(_listing(t, f"{root}/runs"))
     for record in place.runs:
         if _finished(record) and record.id in present_runs:
+            if record.output and split_output(record.output) is None:  # cannot tell where its outputs are
+                found.notes.append(f"kept {root}/runs/{record.id}: its outputs' location {record.output!r} is unclear")
+                continue
             found.items.append(item("run folder", f"{root}/runs/{record.id}", f"run {record.id} {record.status}"))
     # bundles (and extracted folders, and SSH's unpacked wheels) only our finished runs used
     live_stems = {_bundle_stem(r.bundle_hash) for r in live}

@@ -2,8 +2,9 @@
 
 The numbers come from each member's ``metrics.jsonl`` (the runtime's log of every logging step) wherever the run
 wrote it: its output folder on this machine or a shared filesystem, the output folder on the SSH host or SLURM
-login node it ran on, or a ``file://`` volume's copy. Best means the lowest final ``eval_loss``; members without
-an eval loss are ranked after those with one, by their final training loss.
+login node it ran on, a ``file://`` volume's copy, or for Ray the final outputs in Ray Train's storage folder.
+Best means the lowest final ``eval_loss``; members without an eval loss are ranked after those with one, by their
+final training loss.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mudpuppy.launcher.locations import split_output
 from mudpuppy.launcher.registry import RunRecord
 
 METRICS = "metrics.jsonl"
@@ -57,8 +59,15 @@ def _number(value: Any) -> bool:
 
 def read_metrics(record: RunRecord) -> tuple[list[str], str] | None:
     """The member's metrics.jsonl lines and where they came from, or None when no copy can be reached."""
-    if record.output:
-        session, _, path = record.output.partition(":")
+    if record.backend == "ray":  # the final outputs are Ray's last checkpoint: STORAGE/RUN/final
+        storage = _ray_storage(record)
+        copy = Path(storage) / record.id / "final" / METRICS if storage else None
+        if copy is not None and copy.is_file():
+            return copy.read_text(errors="replace").splitlines(), str(copy)
+        return None
+    location = split_output(record.output)
+    if location:
+        session, path = location
         local = Path(path) / METRICS
         if local.is_file():
             return local.read_text(errors="replace").splitlines(), str(local)
@@ -73,13 +82,27 @@ def read_metrics(record: RunRecord) -> tuple[list[str], str] | None:
     return None
 
 
-def _volume(record: RunRecord) -> str | None:
+def _launch(record: RunRecord) -> dict[str, Any]:
     try:
         launch = json.loads(record.launch or "{}")
     except json.JSONDecodeError:
-        return None
-    value = launch.get("volume")
+        return {}
+    return launch if isinstance(launch, dict) else {}
+
+
+def _volume(record: RunRecord) -> str | None:
+    value = _launch(record).get("volume")
     return value if isinstance(value, str) else None
+
+
+def _ray_storage(record: RunRecord) -> str | None:
+    """Ray Train's storage as a folder here (a shared path or ``file://``), else None (an object store)."""
+    launch = _launch(record)
+    value = (launch.get("ray") or {}).get("storage_path") or launch.get("volume")
+    if not isinstance(value, str):
+        return None
+    value = value.removeprefix("file://")
+    return None if "://" in value else value
 
 
 def _remote_text(record: RunRecord, session: str, path: str) -> str | None:

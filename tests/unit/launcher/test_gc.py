@@ -43,13 +43,14 @@ def _touch(path: Path) -> Path:
 
 def test_ssh_workdir_outputs_inside_a_run_folder_stay(registry: Registry, tmp_path: Path) -> None:
     work = tmp_path / "remote"
-    ssh = {"ssh": {"hosts": ["gpu1"], "workdir": str(work)}, "nodes": 1}
+    host = "me@gpu1:2222"  # a port in the host: the output column reads "me@gpu1:2222:/path"
+    ssh = {"ssh": {"hosts": [host], "workdir": str(work)}, "nodes": 1}
     # r1 finished and wrote its outputs into its run folder (no shared filesystem): the folder stays
-    _run(registry, "r1", "ssh", A, "succeeded", ssh, output=f"gpu1:{work}/runs/r1/node0/outputs/x")
+    _run(registry, "r1", "ssh", A, "succeeded", ssh, output=f"{host}:{work}/runs/r1/node0/outputs/x")
     # r2 finished with outputs elsewhere: its folder, bundle and unpacked wheel go
-    _run(registry, "r2", "ssh", B, "failed", ssh, output=f"gpu1:{tmp_path}/out2")
+    _run(registry, "r2", "ssh", B, "failed", ssh, output=f"{host}:{tmp_path}/out2")
     # r3 is still running and shares nothing with them
-    _run(registry, "r3", "ssh", C, "running", ssh, output=f"gpu1:{tmp_path}/out3")
+    _run(registry, "r3", "ssh", C, "running", ssh, output=f"{host}:{tmp_path}/out3")
     files = {name: _touch(work / name) for name in (
         "runs/r1/node0/outputs/x/adapter_model.safetensors", "runs/r2/node0/log", "runs/r3/node0/checkpoint-4/w",
         "bundles/" + A[:16] + ".tar.gz", "bundles/" + B[:16] + ".tar.gz", "bundles/" + C[:16] + ".tar.gz",
@@ -59,7 +60,7 @@ def test_ssh_workdir_outputs_inside_a_run_folder_stay(registry: Registry, tmp_pa
     assert listed == {f"{work}/runs/r2", f"{work}/bundles/{A[:16]}.tar.gz", f"{work}/bundles/{B[:16]}.tar.gz",
                       f"{work}/wheels/{B[:16]}"}, found
     assert any("kept" in note and "runs/r1" in note for note in found.notes), found.notes
-    assert all(item.where == "gpu1" and item.backend == "ssh" for item in found.items)
+    assert all(item.where == host and item.backend == "ssh" for item in found.items)
     assert [problem for _item, problem in gc.remove(found.items)] == [None] * 4
     for name, path in files.items():
         assert path.exists() == (name.split("/")[1] not in ("r2", A[:16] + ".tar.gz", B[:16] + ".tar.gz", B[:16]))
@@ -132,3 +133,12 @@ def test_teardown_reaches_skypilots_down_through_the_driver(registry: Registry, 
     answer = json.loads(proc.stdout.strip().splitlines()[-1])
     assert answer["calls"][0] == ["down", cluster]
     assert json.loads(answer["result"]) == {"down": cluster, "gone": gone}
+
+
+def test_output_locations_split_at_the_path() -> None:
+    from mudpuppy.launcher.locations import split_output
+
+    assert split_output("me@gpu1:2222,gpu2:/w/runs/R/node0/out/") == ("me@gpu1:2222,gpu2", "/w/runs/R/node0/out")
+    assert split_output("local:~/.mudpuppy/x") == ("local", "~/.mudpuppy/x")
+    assert split_output("/storage/R (final outputs: the last checkpoint, final-*)") is None  # Ray's note
+    assert split_output("s3://b/runs/R") is None and split_output(None) is None
