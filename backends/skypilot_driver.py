@@ -10,6 +10,7 @@ launch    {"task", "managed", "cluster", "idle_minutes_to_autostop", "down_on_fa
           -> {"request_id"} as soon as SkyPilot accepts it, then {"job_id"}
 status / logs   {"managed", "cluster", "job_id"}
 cancel   {"managed", "cluster", "job_id", "down"}: ``down`` also tears an unmanaged cluster down
+down     {"cluster"}: tear a cluster down (``mudpuppy gc``); one that no longer exists is reported as gone
 
 Launch checks, before anything is created: the task parses, the requested cloud is enabled (``sky check``
 has credentials for it), and every secret is set. Secret values come from this process's environment and are
@@ -212,13 +213,24 @@ def cancel(payload: dict[str, Any]) -> dict[str, Any]:
     return {"cancelled": job_id, "down": bool(payload.get("down", True))}
 
 
+def down(payload: dict[str, Any]) -> dict[str, Any]:
+    import sky
+    import sky.exceptions
+
+    try:
+        sky.get(sky.down(payload["cluster"]))
+    except sky.exceptions.ClusterDoesNotExist:
+        return {"down": payload["cluster"], "gone": True}
+    return {"down": payload["cluster"], "gone": False}
+
+
 def _name(value: Any) -> str | None:
     if value is None:
         return None
     return str(getattr(value, "value", value)).rsplit(".", 1)[-1]
 
 
-COMMANDS = {"validate": validate, "launch": launch, "status": status, "logs": logs, "cancel": cancel}
+COMMANDS = {"validate": validate, "launch": launch, "status": status, "logs": logs, "cancel": cancel, "down": down}
 
 
 def main(argv: list[str]) -> int:

@@ -347,51 +347,62 @@ class SlurmBackend(Backend):
         )
 
     def submit(self, plan: Plan) -> Handle:
-        exports = []
-        for name in plan.secrets:
-            if name not in os.environ:
-                raise UserError(f"secret {name} is not set in your environment", hint="export it, then relaunch")
-            exports.append(f"export {name}={shlex.quote(os.environ[name])}")
         t = self.transport(plan.session)
-        where = "this machine" if plan.session == "local" else plan.session
         try:
-            if t.run("command -v sbatch", timeout=30).code != 0:
-                raise UserError(
-                    f"sbatch not found on {where}", hint="run from a SLURM login node or set launch.slurm.login"
-                )
-            if plan.extra.get("home_pending"):
-                res = t.run('printf %s "$HOME"', timeout=30)
-                if res.code != 0 or not res.stdout.startswith("/"):
-                    raise UserError(f"cannot read $HOME on {where} to resolve launch.slurm.workdir",
-                                    hint="set launch.slurm.workdir to an absolute path")
-                plan = self._plan(plan.run_id, plan.extra["bundle_name"], plan.bundle_digest, plan.bundle_path,
-                                  self._image, res.stdout)
-            bundle = plan.extra["remote_bundle"]
-            workdir = plan.extra["workdir"]
-            res = t.run(f"mkdir -p {rpath(plan.workdir)} {rpath(workdir)}/logs {rpath(workdir)}/bundles", timeout=30)
-            if res.code != 0:
-                raise UserError(f"cannot create {plan.workdir} on {where}: {res.stderr.strip()}")
-            if t.run(f"test -f {rpath(bundle)}", timeout=30).code != 0:
-                t.put(Path(plan.bundle_path), bundle)
-            script_path = plan.extra["script_path"]
-            res = t.run(f"cat > {rpath(script_path)}", timeout=30, stdin=plan.script)
-            if res.code != 0:
-                raise UserError(f"cannot write {script_path} on {where}: {res.stderr.strip()}")
-            # Secrets reach sbatch's environment through stdin (never argv or a file); sbatch exports them.
-            # sbatch runs in the current folder (here) or the login shell's: that is $SLURM_SUBMIT_DIR.
-            res = t.run(
-                f"set -a; . /dev/stdin; set +a; sbatch --parsable {rpath(script_path)}",
-                timeout=60, stdin="\n".join(exports) + "\n",
-            )
-            if res.code != 0:
-                message = " ".join((res.stderr or res.stdout).strip().splitlines()[-1:]) or f"exit {res.code}"
-                raise UserError(f"sbatch on {where} refused the job: {message}", hint=_sbatch_hint(message))
-            job_id = res.stdout.strip().split(";")[0]
-            if not job_id.isdigit():
-                raise UserError(f"sbatch on {where} printed no job id: {res.stdout.strip()!r}")
+            plan = self.stage(t, plan)
+            job_id = self.sbatch(t, plan.session, plan.extra["script_path"], plan.secrets)
         finally:
             t.close()
         return Handle(self.name, plan.session, job_id)
+
+    def stage(self, t: Transport, plan: Plan) -> Plan:
+        """Everything before ``sbatch``: the run folder, the bundle (once per name) and the script, written on the
+        submitting side. Returns the plan re-rendered once a '~' workdir is resolved on the login node."""
+        missing = [name for name in plan.secrets if name not in os.environ]
+        if missing:
+            raise UserError(f"secret {missing[0]} is not set in your environment", hint="export it, then relaunch")
+        where = "this machine" if plan.session == "local" else plan.session
+        if t.run("command -v sbatch", timeout=30).code != 0:
+            raise UserError(
+                f"sbatch not found on {where}", hint="run from a SLURM login node or set launch.slurm.login"
+            )
+        if plan.extra.get("home_pending"):
+            res = t.run('printf %s "$HOME"', timeout=30)
+            if res.code != 0 or not res.stdout.startswith("/"):
+                raise UserError(f"cannot read $HOME on {where} to resolve launch.slurm.workdir",
+                                hint="set launch.slurm.workdir to an absolute path")
+            plan = self._plan(plan.run_id, plan.extra["bundle_name"], plan.bundle_digest, plan.bundle_path,
+                              self._image, res.stdout)
+        bundle = plan.extra["remote_bundle"]
+        workdir = plan.extra["workdir"]
+        res = t.run(f"mkdir -p {rpath(plan.workdir)} {rpath(workdir)}/logs {rpath(workdir)}/bundles", timeout=30)
+        if res.code != 0:
+            raise UserError(f"cannot create {plan.workdir} on {where}: {res.stderr.strip()}")
+        if t.run(f"test -f {rpath(bundle)}", timeout=30).code != 0:
+            t.put(Path(plan.bundle_path), bundle)
+        script_path = plan.extra["script_path"]
+        res = t.run(f"cat > {rpath(script_path)}", timeout=30, stdin=plan.script)
+        if res.code != 0:
+            raise UserError(f"cannot write {script_path} on {where}: {res.stderr.strip()}")
+        return plan
+
+    def sbatch(self, t: Transport, session: str, script_path: str, secrets: tuple[str, ...]) -> str:
+        """Submit a staged script; returns SLURM's job id. Secrets reach sbatch's environment through stdin (never
+        argv or a file); sbatch exports them. sbatch runs in the current folder (here) or the login shell's: that
+        is $SLURM_SUBMIT_DIR."""
+        where = "this machine" if session == "local" else session
+        exports = [f"export {name}={shlex.quote(os.environ[name])}" for name in secrets if name in os.environ]
+        res = t.run(
+            f"set -a; . /dev/stdin; set +a; sbatch --parsable {rpath(script_path)}",
+            timeout=60, stdin="\n".join(exports) + "\n",
+        )
+        if res.code != 0:
+            message = " ".join((res.stderr or res.stdout).strip().splitlines()[-1:]) or f"exit {res.code}"
+            raise UserError(f"sbatch on {where} refused the job: {message}", hint=_sbatch_hint(message))
+        job_id = res.stdout.strip().split(";")[0]
+        if not job_id.isdigit():
+            raise UserError(f"sbatch on {where} printed no job id: {res.stdout.strip()!r}")
+        return job_id
 
     def status(self, handle: Handle) -> RunStatus:
         t = self.transport(handle.session)

@@ -57,7 +57,12 @@ def prepare(config_path: str, overrides: dict[str, Any], run_id: str) -> Prepare
     return Prepared(backend, bundle, plan, list(loaded.warnings), config.output_dir)
 
 
-def submit(prepared: Prepared, config_path: str, registry: Registry | None = None) -> RunRecord:
+def stored_config_path(config_path: str) -> str:
+    return str(Path(config_path).resolve()) if "://" not in config_path else config_path
+
+
+def submit(prepared: Prepared, config_path: str, registry: Registry | None = None,
+           group_id: str | None = None) -> RunRecord:
     registry = registry or Registry()
     plan = prepared.plan
     launch = prepared.backend.launch
@@ -66,8 +71,9 @@ def submit(prepared: Prepared, config_path: str, registry: Registry | None = Non
         name=launch.name or Path(config_path).stem,
         backend=plan.backend,
         bundle_hash=prepared.bundle.digest,
-        config_path=str(Path(config_path).resolve()) if "://" not in config_path else config_path,
+        config_path=stored_config_path(config_path),
         launch=launch.model_dump_json(),
+        group_id=group_id,
     )
     try:
         handle = prepared.backend.submit(plan)
@@ -138,4 +144,5 @@ def cancel(record: RunRecord, registry: Registry, keep: bool = False) -> RunReco
     return registry.update(record.id, status=State.CANCELLED.value, reason="cancelled by user")
 
 
-__all__ = ["Prepared", "backend_for", "cancel", "flag_overrides", "iter_logs", "prepare", "refresh", "submit", "wait"]
+__all__ = ["Prepared", "backend_for", "cancel", "flag_overrides", "iter_logs", "prepare", "refresh",
+           "stored_config_path", "submit", "wait"]

@@ -8,6 +8,7 @@ Rows hold plain values only: never secrets, never environment dumps.
 
 from __future__ import annotations
 
+import builtins
 import os
 import secrets
 import sqlite3
@@ -223,4 +224,19 @@ class Registry:
         query += " ORDER BY created DESC LIMIT ?"
         with self._connect() as db:
             rows = db.execute(query, (*args, limit)).fetchall()
+        return [RunRecord(**dict(r)) for r in rows]
+
+    def group(self, ref: str) -> builtins.list[RunRecord]:
+        """The members of sweep ``ref`` (its id or a unique prefix of it), oldest first."""
+        with self._connect() as db:
+            ids = [r[0] for r in db.execute("SELECT DISTINCT group_id FROM runs WHERE group_id = ? OR group_id LIKE ?",
+                                            (ref, ref + "%")).fetchall()]
+            if ref in ids:
+                ids = [ref]
+            if len(ids) > 1:
+                raise UserError(f"group {ref!r} is ambiguous ({len(ids)} sweeps match); give more of the id")
+            if not ids:
+                raise UserError(f"no sweep group {ref!r} in {self.path}",
+                                hint="`mudpuppy launch CONFIG --sweep KEY=V1,V2` prints the group id")
+            rows = db.execute("SELECT * FROM runs WHERE group_id = ? ORDER BY created, id", (ids[0],)).fetchall()
         return [RunRecord(**dict(r)) for r in rows]

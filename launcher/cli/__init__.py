@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "logs": ("logs_cmd", "logs", "Print (or follow with -f) the output of a run."),
     "cancel": ("cancel_cmd", "cancel", "Cancel a run."),
     "backends": ("backends_cmd", "backends", "Show what each backend can do."),
+    "gc": ("gc_cmd", "gc", "List (--yes: remove) bundles, run folders, venvs and clusters finished runs left."),
     "image": ("image_cmd", "image", "Render the runtime image (Dockerfile) from a config's image spec."),
     "fetch": ("fetch_cmd", "fetch", "Copy the bundled example configs (and tiny model) into a folder."),
     "preprocess": ("preprocess_cmd", "preprocess", "Tokenize and cache a config's datasets; summary, --debug, --dump."),

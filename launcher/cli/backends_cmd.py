@@ -25,4 +25,15 @@ def backends() -> None:
             continue
         table.add_row(name, yes[caps.multi_node], yes[caps.cancel], yes[caps.logs], yes[caps.follow_logs],
                       yes[caps.requeue], caps.notes)
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    # A second table so the first keeps its width: how each backend runs a sweep and what `gc` cleans there.
+    from mudpuppy.launcher.gc import GC_SCOPE
+    from mudpuppy.launcher.sweep_launch import SWEEP_MODES
+
+    more = Table(title="sweeps (launch --sweep) and cleanup (gc)")
+    for column in ("backend", "sweep", "gc"):
+        more.add_column(column)
+    for name in sorted(BACKENDS):
+        more.add_row(name, SWEEP_MODES.get(name, "[red]no[/]"), GC_SCOPE.get(name, "[red]no[/]"))
+    console.print(more)

@@ -23,10 +23,14 @@ from mudpuppy.launcher.cli.options import OVERRIDE_CONTEXT, config_argument
 @click.option("--estimate/--no-estimate", "with_estimate", default=True,
               help="With --dry-run, also print `mudpuppy estimate`'s lines (to stderr).")
 @click.option("--mfu", type=float, help="MFU the dry run's estimate assumes (default 0.30).")
+@click.option("--sweep", "sweeps", multiple=True, metavar="KEY=V1,V2",
+              help="Run a grid: one member per combination of the values (repeatable); see `runs --group`.")
+@click.option("--max-parallel", type=click.IntRange(min=1),
+              help="Sweeps on SLURM: at most N members at once (overrides launch.slurm.array_throttle).")
 @click.pass_context
 def launch(ctx: click.Context, config_path: str, backend: str | None, gpus: str | None, nodes: int | None,
            spot: bool | None, detach: bool | None, dry_run: bool, name: str | None, retries: int | None,
-           with_estimate: bool, mfu: float | None) -> int:
+           with_estimate: bool, mfu: float | None, sweeps: tuple[str, ...], max_parallel: int | None) -> int:
     """Run CONFIG on a backend. Extra --key value pairs override config keys (e.g. --launch.slurm.partition gpu)."""
     from mudpuppy.launcher import dispatch
     from mudpuppy.launcher.cli import warn
@@ -36,6 +40,10 @@ def launch(ctx: click.Context, config_path: str, backend: str | None, gpus: str 
     overrides = parse_override_args(list(ctx.args))
     overrides.update(dispatch.flag_overrides(backend=backend, gpus=gpus, nodes=nodes, spot=spot, detach=detach,
                                              name=name, retries=retries))
+    if sweeps:
+        from mudpuppy.launcher.cli.sweep_group import launch_sweep
+
+        return launch_sweep(config_path, overrides, list(sweeps), dry_run=dry_run, max_parallel=max_parallel)
     prepared = dispatch.prepare(config_path, overrides, new_run_id())
     for line in prepared.warnings:
         warn(line)

@@ -15,10 +15,17 @@ import click
 @click.option("--backend", help="Only runs on this backend.")
 @click.option("--refresh", is_flag=True, help="Ask each backend for the state of unfinished runs first.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line instead of a table.")
-def runs(limit: int, backend: str | None, refresh: bool, as_json: bool) -> None:
+@click.option("--group", "-g", help="A sweep's members with their final metrics, best first.")
+def runs(limit: int, backend: str | None, refresh: bool, as_json: bool, group: str | None) -> None:
     """List runs: id, name, backend, status, attempts, age, progress (step, loss, tokens/s, ETA from each run's
-    metrics.jsonl where this machine reaches it, else today's `status` answer, else "-"), elapsed cost, outputs."""
+    metrics.jsonl where this machine reaches it, else today's `status` answer, else "-"), elapsed cost, outputs.
+    With --group, a sweep's members with their final metrics, best first."""
     from mudpuppy.launcher.registry import Registry
+
+    if group:
+        from mudpuppy.launcher.cli.sweep_group import show_group
+
+        return show_group(group, refresh=refresh, as_json=as_json)
 
     registry = Registry()
     records = registry.list(limit=limit, backend=backend)

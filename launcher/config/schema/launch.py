@@ -133,6 +133,10 @@ class SlurmOptions(LaunchPart):
     master_port: int | None = Field(
         None, ge=1, le=65535, description="Rendezvous port; default: derived from the job id (15000 + id % 10000)."
     )
+    array_throttle: int | None = Field(
+        None, ge=1, description="Sweeps (launch --sweep): at most this many members of the job array run at once "
+        "(the %N of --array); default: all. --max-parallel overrides it."
+    )
 
 
 class RayOptions(LaunchPart):
