@@ -79,6 +79,17 @@ def _finished(record: RunRecord) -> bool:
     return record.status in FINISHED
 
 
+# A failed or cancelled run can still be continued by `mudpuppy resume`, which resubmits its stored bundle: the
+# bundle stays until another attempt continued the run, or this many days after the run last changed.
+RESUMABLE_DAYS = 14
+
+
+def _resumable(record: RunRecord, records: list[RunRecord], now: float) -> bool:
+    if record.status == "succeeded" or now - record.updated > RESUMABLE_DAYS * 86400:
+        return False
+    return not any(other.parent_id == record.id for other in records)
+
+
 def _bundle_stem(digest: str) -> str:
     return digest[:DIGEST_CHARS]
 
@@ -133,6 +144,11 @@ def _local_bundles(records: list[RunRecord], found: Found) -> None:
         stem = path.name[: -len(BUNDLE_SUFFIX)][:DIGEST_CHARS]
         runs = users.get(stem, [])
         if any(not _finished(r) for r in runs):
+            continue
+        resumable = [r for r in runs if _resumable(r, records, now)]
+        if resumable:
+            found.notes.append(f"kept {path}: `mudpuppy resume {resumable[0].id}` needs it (a {resumable[0].status} "
+                               f"run nothing continued yet; kept for {RESUMABLE_DAYS} days)")
             continue
         if runs:
             why = f"bundle of finished run(s) {', '.join(r.id for r in runs[:3])}{' ...' if len(runs) > 3 else ''}"

@@ -142,3 +142,23 @@ def test_output_locations_split_at_the_path() -> None:
     assert split_output("local:~/.mudpuppy/x") == ("local", "~/.mudpuppy/x")
     assert split_output("/storage/R (final outputs: the last checkpoint, final-*)") is None  # Ray's note
     assert split_output("s3://b/runs/R") is None and split_output(None) is None
+
+
+def test_a_failed_runs_bundle_stays_while_resume_could_still_use_it(registry: Registry, tmp_path: Path) -> None:
+    """`mudpuppy resume` resubmits a failed or cancelled run's stored bundle: gc keeps it until another attempt
+    continued the run (its bundle is then the child's to keep) or the run is RESUMABLE_DAYS old."""
+    store = tmp_path / "state" / "bundles"
+    _run(registry, "failed", "local", A, "failed", {})
+    _run(registry, "cancelled", "local", B, "cancelled", {})
+    registry.create(name="cancelled", backend="local", bundle_hash=C, config_path="c", run_id="continued",
+                    parent_id="cancelled")
+    registry.update("continued", status="succeeded")
+    for digest in (A, B, C):
+        _touch(store / f"{digest[:16]}.tar.gz")
+    found = gc.collect(registry)
+    listed = {Path(item.path).name for item in found.items}
+    assert listed == {f"{B[:16]}.tar.gz", f"{C[:16]}.tar.gz"}, found
+    assert any("mudpuppy resume failed" in note for note in found.notes), found.notes
+    with registry._connect() as db:  # the failed run last changed long ago: nothing will resume it any more
+        db.execute("UPDATE runs SET updated = updated - ? WHERE id = 'failed'", ((gc.RESUMABLE_DAYS + 1) * 86400,))
+    assert f"{A[:16]}.tar.gz" in {Path(item.path).name for item in gc.collect(registry).items}
