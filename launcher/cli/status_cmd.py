@@ -25,6 +25,7 @@ def status(run: str, as_json: bool) -> int:
         "status": state.state.value, "native": state.native, "reason": state.reason, "attempts": record.attempts,
         "restarts": max(record.attempts - 1, 0),
         "exit_code": state.exit_code, "output": record.output, "bundle": record.bundle_hash[:16],
+        "continues": record.parent_id, "group": record.group_id,
     }
     def log_lines() -> list[str]:  # the newest progress line is in the last 2,000 lines
         return list(deque(dispatch.iter_logs(record, follow=False), maxlen=2000))
@@ -37,7 +38,7 @@ def status(run: str, as_json: bool) -> int:
         click.echo(json.dumps(data, sort_keys=True))
     else:
         for key in ("id", "name", "backend", "handle", "status", "native", "reason", "attempts", "restarts",
-                    "exit_code", "output", "bundle"):
+                    "exit_code", "output", "bundle", "continues", "group"):
             if data[key] is not None:
                 click.echo(f"{key:>9}: {data[key]}")
         for key, value in _progress_lines(view):

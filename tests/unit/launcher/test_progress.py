@@ -98,7 +98,7 @@ def test_status_and_runs_on_partial_missing_and_unreachable_runs(tmp_path: Path,
                               launch=json.dumps({"backend": "modal", "gpus": "H100:2", "nodes": 1}))
     registry.update(partial.id, status="succeeded", output=f"{host}:{out}")
     missing = registry.create(name="missing", backend="local", bundle_hash="0" * 64, config_path="c.yml",
-                              launch="{}")
+                              launch="{}", parent_id=partial.id)  # a `mudpuppy resume` attempt of partial
     registry.update(missing.id, status="succeeded", output=f"{host}:{tmp_path / 'gone'}")
     remote = registry.create(name="remote", backend="slurm", bundle_hash="0" * 64, config_path="c.yml",
                              launch=json.dumps({"backend": "slurm", "volume": "s3://nowhere-bucket-x/p"}))
@@ -118,6 +118,7 @@ def test_status_and_runs_on_partial_missing_and_unreachable_runs(tmp_path: Path,
     human = _cli("status", "missing", env=env)
     assert human.returncode == 0 and "Traceback" not in human.stderr
     assert "progress: - (no metrics.jsonl reachable" in human.stdout
+    assert f"continues: {partial.id}" in human.stdout and data["continues"] is None
     far = _cli("status", "remote", "--json", env=env)
     assert far.returncode == 1 and "Traceback" not in far.stderr and json.loads(far.stdout)["step"] is None
 
