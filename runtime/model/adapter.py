@@ -59,9 +59,17 @@ def task_type(model: Any) -> str:
 
 
 def target_modules(cfg: Any, model: Any) -> list[str] | str:
+    """peft's ``target_modules``: a string is one regex over full module names (as Axolotl passes it, e.g.
+    ``model.language_model.layers.[\\d]+.(mlp|self_attn).(up|down|gate|q|k|v|o)_proj``), a list holds names."""
+    from mudpuppy.runtime.model.multimodal import freezes_media, lora_targets
+
     explicit = cfg.lora_target_modules
+    if isinstance(explicit, str) and not cfg.lora_target_linear:
+        return explicit
     if isinstance(explicit, str):
         explicit = [explicit]
+    if cfg.lora_target_linear and freezes_media(cfg):  # no adapter on towers that stay frozen
+        return lora_targets(linear_module_names(model), list(explicit or []))
     names = set(explicit or [])
     if cfg.lora_target_linear:
         names |= linear_module_names(model)

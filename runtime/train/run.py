@@ -97,7 +97,17 @@ def _run(cfg: Any, env: Env, watcher: Any, stream: TextIO, extra_callbacks: list
     from mudpuppy.runtime.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(cfg)
-    train_ds, eval_ds = prepare_datasets_on_ranks(cfg, tokenizer, env)
+    processor = None
+    from mudpuppy.runtime.data.multimodal import is_multimodal
+
+    if is_multimodal(cfg):  # message rows kept whole; the processor renders them per batch (no tokenizing here)
+        from mudpuppy.runtime.data import multimodal
+        from mudpuppy.runtime.model.multimodal import load_processor
+
+        processor = load_processor(cfg, tokenizer)
+        train_ds, eval_ds, _ = multimodal.build(cfg, processor)
+    else:
+        train_ds, eval_ds = prepare_datasets_on_ranks(cfg, tokenizer, env)
     if train_ds is None or len(train_ds) == 0:
         raise UserError("datasets: no training rows left after tokenization",
                         hint="check the dataset paths/types and sequence_len")
@@ -131,6 +141,7 @@ def _run(cfg: Any, env: Env, watcher: Any, stream: TextIO, extra_callbacks: list
         SaveFirstStepCallback,
     )
     from mudpuppy.runtime.train.collator import build_collator
+    from mudpuppy.runtime.train.mm_collator import build_mm_collator
     from mudpuppy.runtime.train.trainer import MudpuppyTrainer
 
     plan = plan_training(cfg, precision=precision, env=env, train_rows=len(train_ds), has_eval=eval_ds is not None)
@@ -166,8 +177,8 @@ def _run(cfg: Any, env: Env, watcher: Any, stream: TextIO, extra_callbacks: list
             args=training_args,
             train_dataset=train_ds,
             eval_dataset=eval_ds,
-            data_collator=build_collator(cfg, tokenizer),
-            processing_class=tokenizer,
+            data_collator=build_collator(cfg, tokenizer) if processor is None else build_mm_collator(cfg, processor),
+            processing_class=tokenizer if processor is None else processor,
             callbacks=callbacks,
             save_total_limit=plan.save_total_limit,
             loraplus=plan.loraplus,
