@@ -96,8 +96,8 @@ def _strip_nulls(value: Any) -> Any:
 
 def attach_column_image(messages: list[dict[str, Any]], row: Mapping[str, Any]) -> None:
     """The first image of an ``images``/``image`` column goes where Axolotl puts it (and is marked for resizing)."""
-    key = next((k for k in ("images", "image") if k in row), None)
-    if key is None or row[key] is None:
+    key = next((k for k in ("images", "image") if row.get(k) is not None), None)
+    if key is None:
         return
     value = row[key]
     if isinstance(value, list):
@@ -229,12 +229,16 @@ def check_image(read: Any, where: str, name: str, max_pixels: int) -> None:
     """Open the image header only (no decoding): it must be an image and at most ``max_pixels`` large."""
     from PIL import Image, UnidentifiedImageError
 
+    guard = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # only the header is read here; our own cap below says what is too large
     try:
         with Image.open(io.BytesIO(read())) as image:
             width, height = image.size
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+    except (UnidentifiedImageError, OSError) as exc:
         reason = "is not an image PIL can read" if isinstance(exc, UnidentifiedImageError) else f"cannot be read: {exc}"
         raise RowError(where, f"{name} {reason}") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = guard
     if width * height > max_pixels:
         raise RowError(where, f"{name} is {width}x{height} = {width * height:,} pixels, over max_image_pixels "
                               f"{max_pixels:,}; shrink it or raise max_image_pixels")
