@@ -34,11 +34,17 @@ def carry_media(data: dict[str, Any], inside_to_source: dict[str, str],
     for list_key in ("datasets", "test_datasets"):
         for index, entry in enumerate(data.get(list_key) or []):
             inside = entry.get("path") if isinstance(entry, dict) else None
-            source = inside_to_source.get(inside) if isinstance(inside, str) else None
+            if not isinstance(inside, str):
+                continue
+            source = inside_to_source.get(inside)
             if source is None or not source.endswith((".json", ".jsonl")):
                 continue
             label = f"{list_key}[{index}]"
-            rewritten = _rewrite(Path(source), lambda value, k=label: add(value, MEDIA_SLOT, f"{k} media {value}"))
+
+            def bundle_one(value: str, label: str = label) -> str:
+                return add(value, MEDIA_SLOT, f"{label} media {value}")
+
+            rewritten = _rewrite(Path(source), bundle_one)
             if rewritten is not None:
                 out[inside] = rewritten
     return out
