@@ -47,3 +47,29 @@ def pytest_make_collect_report(collector: Any) -> Generator[None, Any, None]:
 def pytest_runtest_makereport(item: Any, call: Any) -> Generator[None, Any, None]:
     outcome = yield
     _fail_skip(outcome.get_result(), item)
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """``tiny_vlm(family)`` -> a tiny local model folder for that family (tests/fixtures/tiny_mm.py), built
+    once per session and shared by every multimodal test."""
+    from pathlib import Path
+
+    from tests.fixtures.tiny_mm import build_tiny_vlm
+
+    built: dict[str, Path] = {}
+
+    def get(family: str) -> Path:
+        if family not in built:
+            built[family] = build_tiny_vlm(family, tmp_path_factory.mktemp(f"tiny-vlm-{family}"))
+        return built[family]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def test_images(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The generated test images (tests/fixtures/tiny_mm.make_test_images), written once per session."""
+    from tests.fixtures.tiny_mm import make_test_images
+
+    return make_test_images(tmp_path_factory.mktemp("mm-images"))
