@@ -244,14 +244,35 @@ def check_image(read: Any, where: str, name: str, max_pixels: int) -> None:
                               f"{max_pixels:,}; shrink it or raise max_image_pixels")
 
 
-def record(row: Mapping[str, Any], field_messages: tuple[str, ...], policy: MediaPolicy) -> str:
-    """One dataset row as the JSON the collator reads, every media reference checked."""
+def record(row: Mapping[str, Any], field_messages: tuple[str, ...], policy: MediaPolicy,
+           render: Any = None) -> str:
+    """One dataset row as the JSON the collator reads, every media reference checked and, with ``render``, the
+    chat template applied once to its text (a template that refuses the row says so now, not mid-training)."""
     messages = normalize_messages(row, field_messages)
     attach_column_image(messages, row)
     for i, message in enumerate(messages):
         for k, part in enumerate(message["content"]):
             resolve_part(part, f"messages[{i}].content[{k}]", policy)
+    if render is not None:
+        render(messages)
     return json.dumps(messages, ensure_ascii=False)
+
+
+def template_check(processor: Any, template: str | None) -> Any:
+    """A function that renders a row's messages as text with the training template (no images are loaded)."""
+    if not hasattr(processor, "apply_chat_template"):
+        return None
+    from jinja2 import TemplateError
+
+    kwargs = {"chat_template": template} if template else {}
+
+    def render(messages: list[dict[str, Any]]) -> None:
+        try:
+            processor.apply_chat_template([messages], tokenize=False, **kwargs)
+        except TemplateError as exc:
+            raise RowError("messages", f"the chat template refuses this conversation: {exc}") from None
+
+    return render
 
 
 # ---------------------------------------------------------------- datasets
@@ -275,6 +296,11 @@ def build_split(cfg: Any, processor: Any, split: str, stats: Any) -> Any:
     skip = bool(cfg.skip_invalid_rows)
     policy = MediaPolicy.of(cfg, processor)
     wanted = field_messages_of(cfg)
+    render = None
+    if hasattr(processor, "apply_chat_template"):
+        from mudpuppy.runtime.model.multimodal import chat_template_text
+
+        render = template_check(processor, chat_template_text(cfg, processor))
     parts = []
     for ds in configs:
         raw, skipped = load_raw(ds, split, skip_invalid=skip)
@@ -285,7 +311,7 @@ def build_split(cfg: Any, processor: Any, split: str, stats: Any) -> Any:
         rows, bad = [], 0
         for index, row in enumerate(raw):
             try:
-                rows.append({ROW_COLUMN: record(row, wanted, policy), WHERE_COLUMN: f"{ds.path}: row {index}"})
+                rows.append({ROW_COLUMN: record(row, wanted, policy, render), WHERE_COLUMN: f"{ds.path}: row {index}"})
             except RowError as err:
                 if not skip:
                     raise UserError(f"{ds.path}: row {index}: {err}", hint="fix the row or set skip_invalid_rows: "

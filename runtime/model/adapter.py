@@ -69,7 +69,10 @@ def target_modules(cfg: Any, model: Any) -> list[str] | str:
     if isinstance(explicit, str):
         explicit = [explicit]
     if cfg.lora_target_linear and freezes_media(cfg):  # no adapter on towers that stay frozen
-        return lora_targets(linear_module_names(model), list(explicit or []))
+        from mudpuppy.runtime.model.multimodal import is_media_parameter
+
+        leaves = linear_module_names(model, keep=lambda name: not is_media_parameter(name))
+        return lora_targets(leaves, list(explicit or []))
     names = set(explicit or [])
     if cfg.lora_target_linear:
         names |= linear_module_names(model)
@@ -78,7 +81,8 @@ def target_modules(cfg: Any, model: Any) -> list[str] | str:
     return sorted(names)
 
 
-def linear_module_names(model: Any) -> set[str]:
+def linear_module_names(model: Any, keep: Any = None) -> set[str]:
+    """Leaf names of the linear layers (``keep(full_name)`` filters which layers count)."""
     import torch
 
     linear_types: tuple[type, ...] = (torch.nn.Linear,)
@@ -90,7 +94,7 @@ def linear_module_names(model: Any) -> set[str]:
         pass
     names = set()
     for full_name, module in model.named_modules():
-        if isinstance(module, linear_types):
+        if isinstance(module, linear_types) and (keep is None or keep(full_name)):
             leaf = full_name.split(".")[-1]
             if leaf not in _HEAD_NAMES:
                 names.add(leaf)

@@ -42,7 +42,10 @@ def load_processor(cfg: Any, tokenizer: Any) -> Any:
         kwargs["revision"] = cfg.revision_of_model
     kwargs.update(cfg.processor_kwargs or {})
     try:
-        processor = cls.from_pretrained(source, **kwargs)
+        try:
+            processor = cls.from_pretrained(source, **kwargs)
+        except (ImportError, OSError) as exc:  # Qwen-VL processors on a machine without torchvision (see below)
+            processor = _without_video_processor(source, kwargs, exc)
     except (OSError, ValueError, ImportError) as exc:
         raise UserError(f"processor_type: could not load a {name} from {source!r}: "
                         f"{(str(exc).strip().splitlines() or [type(exc).__name__])[0]}") from None
@@ -50,6 +53,49 @@ def load_processor(cfg: Any, tokenizer: Any) -> Any:
         raise UserError(f"processor_type: {name} from {source!r} is a {type(processor).__name__}, which has no "
                         "tokenizer; multimodal chat needs a processor (image processor + tokenizer)")
     processor.tokenizer = tokenizer
+    return processor
+
+
+def _without_video_processor(source: str, kwargs: dict[str, Any], error: ImportError) -> Any:
+    """The processor for image-only training when only its video processor is missing a dependency.
+
+    transformers 5 gives Qwen2-VL-style processors a video processor that needs torchvision and refuses to build
+    one without it, even though images never touch it; torchvision has no CPU wheel for every torch. When that
+    is the only obstacle, the processor is built from its image processor and tokenizer with no video processor
+    (the constructor's type check of that one argument is relaxed for this call only). Anything else re-raises.
+    """
+    import json
+    from pathlib import Path
+
+    import transformers
+    from transformers.processing_utils import ProcessorMixin
+
+    config = Path(source) / "processor_config.json"
+    name = json.loads(config.read_text()).get("processor_class") if config.is_file() else None
+    cls = getattr(transformers, str(name), None)
+    from transformers.utils import is_torchvision_available
+
+    if is_torchvision_available() or cls is None or "video_processor" not in getattr(
+            cls, "get_attributes", lambda: [])():
+        raise error
+    image_processor = transformers.AutoImageProcessor.from_pretrained(source, **kwargs)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(source, **kwargs)
+    template = Path(source) / "chat_template.jinja"
+    check = ProcessorMixin.check_argument_for_proper_class
+
+    def allow_no_video(self: Any, attribute: str, value: Any) -> Any:
+        return None if attribute == "video_processor" and value is None else check(self, attribute, value)
+
+    ProcessorMixin.check_argument_for_proper_class = allow_no_video  # type: ignore[method-assign]
+    try:
+        processor = cls(image_processor=image_processor, tokenizer=tokenizer, video_processor=None,
+                        chat_template=template.read_text(encoding="utf-8") if template.is_file() else None)
+    finally:
+        ProcessorMixin.check_argument_for_proper_class = check  # type: ignore[method-assign]
+    present = [a for a in cls.get_attributes() if getattr(processor, a, None) is not None]
+    processor.get_attributes = lambda: present  # save_pretrained writes the parts this instance has
+    log.warning("%s: loaded without its video processor (%s); image and text rows only", name,
+                str(error).strip().splitlines()[0])
     return processor
 
 
@@ -91,7 +137,7 @@ def lora_targets(leaves: set[str], explicit: list[str]) -> str:
     parts = []
     if leaves:
         names = "|".join(sorted(re.escape(x) for x in leaves))
-        parts.append(rf"(?!(?:.*\.)?(?:{towers})\.)(?:.*\.)?(?:{names})")
+        parts.append(rf"(?!(?:.*\.)?(?:{towers})(?:\.|$))(?:.*\.)?(?:{names})")
     for item in explicit:
         parts.append(rf"(?:.*\.)?{re.escape(item)}" if re.fullmatch(r"\w+", item) else item)
     return "|".join(f"(?:{p})" for p in parts)

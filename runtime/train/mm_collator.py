@@ -33,6 +33,8 @@ class MultimodalCollator:
     resample: str | None = None
 
     def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        from jinja2 import TemplateError
+
         conversations = [self.materialize(json.loads(r[ROW_COLUMN]), r.get(WHERE_COLUMN, "a row")) for r in rows]
         kwargs: dict[str, Any] = {}
         if self.chat_template is not None:
@@ -41,7 +43,7 @@ class MultimodalCollator:
             batch = self.processor.apply_chat_template(
                 conversations, add_generation_prompt=False, tokenize=True, return_tensors="pt", return_dict=True,
                 processor_kwargs={"padding": True}, **kwargs)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, TemplateError) as exc:
             where = ", ".join(r.get(WHERE_COLUMN, "?") for r in rows)
             raise UserError(f"{where}: the processor could not render this batch: {str(exc).splitlines()[0]}") \
                 from None
