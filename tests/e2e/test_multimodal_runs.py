@@ -113,3 +113,8 @@ def test_a_missing_image_stops_the_run_with_one_line(example: Path) -> None:
                                                  skip_invalid_rows=True, max_steps=1)))
     assert skipped.returncode == 0, skipped.stderr[-2000:]
     assert "7 train rows" in skipped.stdout
+    checked = _mp(example, "preprocess", "skip.yml")
+    assert checked.returncode == 0 and "multimodal rows checked: 7 train, 0 eval, 1 skipped" in checked.stdout
+    evaluated = _mp(example, "evaluate", CFG)  # the README run's adapter on its own rows, multimodal collator
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    assert "eval_loss" in evaluated.stdout
