@@ -61,11 +61,13 @@ def task_type(model: Any) -> str:
 def target_modules(cfg: Any, model: Any) -> list[str] | str:
     """peft's ``target_modules``: a string is one regex over full module names (as Axolotl passes it, e.g.
     ``model.language_model.layers.[\\d]+.(mlp|self_attn).(up|down|gate|q|k|v|o)_proj``), a list holds names."""
+    import re
+
     from mudpuppy.runtime.model.multimodal import freezes_media, lora_targets
 
     explicit = cfg.lora_target_modules
-    if isinstance(explicit, str) and not cfg.lora_target_linear:
-        return explicit
+    if isinstance(explicit, str) and not cfg.lora_target_linear and not re.fullmatch(r"\w+", explicit):
+        return explicit  # a plain name (q_proj) stays a name: peft's regex would need the full module path
     if isinstance(explicit, str):
         explicit = [explicit]
     if cfg.lora_target_linear and freezes_media(cfg):  # no adapter on towers that stay frozen

@@ -49,6 +49,8 @@ def test_string_target_modules_is_one_regex_as_axolotl_users_write_it(model) -> 
     assert wrapped and all(re.fullmatch(r"model\.language_model\.layers\.\d+\.(mlp|self_attn)\.\w+_proj", n)
                            for n in wrapped)
     assert not any("cross_attn" in n for n in wrapped)  # the regex, not every q_proj, decides
+    assert _wrapped(BASE + "lora_target_modules: q_proj\n", model) == _wrapped(
+        BASE + "lora_target_modules: [q_proj]\n", model)  # a plain name stays a name, never stricter
     listed = _wrapped(BASE + "lora_target_modules: [q_proj]\n", model)
     assert any(n.startswith("model.vision_model.") for n in listed)  # a plain list keeps peft's suffix match
 
