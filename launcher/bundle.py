@@ -140,7 +140,7 @@ def build_bundle(config: Config, store: Path, *, wheel: Path | None = None,
     """
     import yaml
 
-    from mudpuppy.launcher import modules
+    from mudpuppy.launcher import bundle_media, modules
     from mudpuppy.launcher.image import image_spec
 
     data = config.model_dump(mode="json", exclude_unset=True)
@@ -176,6 +176,8 @@ def build_bundle(config: Config, store: Path, *, wheel: Path | None = None,
                 entry["chat_template_jinja"] = copies.add(entry["chat_template_jinja"], prefix,
                                                           f"{label}.chat_template_jinja")
 
+    rewritten = bundle_media.carry_media(data, copies.files, copies.add)  # images multimodal rows point at
+
     for dotted in modules.config_module_paths(data):  # user strategy/transform/reward modules, importable there
         for rel, origin in modules.local_sources(dotted):
             copies.files.setdefault(f"{BUNDLE_DATA_DIR}/{modules.BUNDLE_PYTHON}/{rel}", str(origin.resolve()))
@@ -191,7 +193,7 @@ def build_bundle(config: Config, store: Path, *, wheel: Path | None = None,
     image = image_spec(config, wheel=wheel_name)
     members[BUNDLE_IMAGE] = (_json(image) + "\n").encode()
     for inside, source in copies.files.items():
-        members[inside] = Path(source)
+        members[inside] = rewritten.get(inside, Path(source))
 
     digest = _digest(members)
     store.mkdir(parents=True, exist_ok=True)

@@ -20,9 +20,19 @@ def evaluate(cfg: Any, *, lora_model_dir: str | None = None) -> dict[str, float]
     from mudpuppy.runtime.train.collator import REAL_TOKENS_KEY, build_collator
 
     model, tokenizer = load_for_inference(cfg, lora_model_dir=lora_model_dir)
-    train_ds, eval_ds = prepare_datasets(cfg, tokenizer)
+    collator: Any
+    if cfg.processor_type:  # message rows and the multimodal collator, as in training
+        from mudpuppy.runtime.data import multimodal
+        from mudpuppy.runtime.model.multimodal import load_processor
+        from mudpuppy.runtime.train.mm_collator import build_mm_collator
+
+        processor = load_processor(cfg, tokenizer)
+        train_ds, eval_ds, _ = multimodal.build(cfg, processor)
+        collator = build_mm_collator(cfg, processor)
+    else:
+        train_ds, eval_ds = prepare_datasets(cfg, tokenizer)
+        collator = build_collator(cfg, tokenizer, evaluation=True)
     dataset = eval_ds if eval_ds is not None else train_ds
-    collator = build_collator(cfg, tokenizer, evaluation=True)
 
     def collate(rows: list[dict[str, Any]]) -> dict[str, Any]:
         batch = collator(rows)

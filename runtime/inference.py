@@ -21,12 +21,13 @@ def load_for_inference(cfg: Any, *, lora_model_dir: str | None = None,
         path = Path(base_model)
         if not (path / "config.json").is_file():
             raise UserError(f"--base-model: {base_model!r} has no config.json")
-        from transformers import AutoModelForCausalLM
+        import transformers
 
         tokenizer = _trained_tokenizer(path)
         if tokenizer is None:
             raise UserError(f"--base-model: {base_model!r} has no tokenizer files")
-        return AutoModelForCausalLM.from_pretrained(str(path)).eval(), tokenizer
+        auto_cls = getattr(transformers, cfg.resolved_model_type(), transformers.AutoModelForCausalLM)
+        return auto_cls.from_pretrained(str(path)).eval(), tokenizer
     adapter = Path(lora_model_dir) if lora_model_dir else (Path(cfg.output_dir) if cfg.adapter else None)
     if adapter is not None:
         from peft import PeftModel
@@ -85,3 +86,45 @@ def generate(model: Any, tokenizer: Any, prompt: str, *, max_new_tokens: int = 6
 
 def _starts_with_bos(tokenizer: Any, prompt: str) -> bool:
     return bool(tokenizer.bos_token) and prompt.startswith(tokenizer.bos_token)
+
+
+def generate_with_images(cfg: Any, model: Any, tokenizer: Any, text: str, images: list[str], *,
+                         max_new_tokens: int = 64, temperature: float = 0.0) -> str:
+    """One user turn of images then text, rendered by the processor with the training chat template."""
+    from mudpuppy.runtime.data.multimodal import MediaPolicy, check_image
+    from mudpuppy.runtime.data.rows import RowError
+    from mudpuppy.runtime.model.multimodal import chat_template_text, load_processor
+
+    if not cfg.processor_type:
+        raise UserError("--image needs a multimodal config (processor_type: AutoProcessor)")
+    processor = load_processor(cfg, tokenizer)
+    policy = MediaPolicy.of(cfg, processor)
+    parts: list[dict[str, Any]] = []
+    for image in images:
+        path = Path(image).expanduser()
+        if not path.is_file():
+            raise UserError(f"--image: {image} does not exist")
+        try:
+            check_image(path.read_bytes, "--image", image, policy.max_pixels)
+        except RowError as err:
+            raise UserError(f"--image: {err.why}") from None
+        from transformers.image_utils import load_image
+
+        parts.append({"type": "image", "image": load_image(str(path))})
+    messages = [{"role": "user", "content": [*parts, {"type": "text", "text": text}]}]
+    template = chat_template_text(cfg, processor)
+    inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                           return_tensors="pt", **({"chat_template": template} if template else {}))
+    import torch
+
+    device = next(model.parameters()).device
+    inputs = {k: v.to(device) if hasattr(v, "to") else v for k, v in inputs.items()}
+    options: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": temperature > 0,
+                               "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None
+                               else tokenizer.eos_token_id}
+    if temperature > 0:
+        options["temperature"] = temperature
+    with torch.no_grad():
+        output = model.generate(**inputs, **options)
+    answer: str = tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    return answer

@@ -88,7 +88,12 @@ def merge_lora(cfg: Any, lora_model_dir: str | None = None, out_dir: str | None 
     staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     merged.save_pretrained(str(staging))
-    tokenizer.save_pretrained(str(staging))
+    if cfg.processor_type:  # a multimodal model needs its processor (image settings + tokenizer) next to it
+        from mudpuppy.runtime.model.multimodal import load_processor
+
+        load_processor(cfg, tokenizer).save_pretrained(str(staging))
+    else:
+        tokenizer.save_pretrained(str(staging))
     if target.exists():
         shutil.rmtree(target)
     os.replace(staging, target)

@@ -29,6 +29,15 @@ def preprocess(ctx: click.Context, config_path: str, debug: bool, debug_num_exam
     datasets.logging.set_verbosity_error()
     cfg = load_with_overrides(config_path, ctx.args).config
     tokenizer = load_tokenizer(cfg)
+    if cfg.processor_type:  # multimodal rows are rendered per batch; here every row and image is checked
+        from mudpuppy.runtime.data import multimodal
+        from mudpuppy.runtime.model.multimodal import load_processor
+
+        train, evaluation, stats = multimodal.build(cfg, load_processor(cfg, tokenizer))
+        click.echo(f"multimodal rows checked: {stats.train_rows} train, {stats.eval_rows} eval, "
+                   f"{stats.skipped_invalid} skipped; the processor tokenizes them per batch while training "
+                   "(skip_prepare_dataset, as in Axolotl)")
+        return
     result = prepare(cfg, tokenizer)
     _summary(result.stats, cfg)
     from mudpuppy.runtime.data.preference import is_preference

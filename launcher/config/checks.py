@@ -139,6 +139,16 @@ def _conflicts(cfg: Config, given: frozenset[str] | set[str], warnings: list[Pro
                                           f"({cfg.attention_implementation()})"))
     if cfg.deepspeed and (cfg.fsdp or cfg.fsdp_config is not None or cfg.fsdp_version):
         yield ("deepspeed",), "deepspeed and fsdp cannot be used together; keep one"
+    if cfg.processor_type and cfg.sample_packing:
+        # Axolotl's multimodal collator refuses packing ("Packing is currently not supported.")
+        yield ("sample_packing",), "sample_packing is not supported with multimodal models (processor_type is " \
+                                   "set); set sample_packing: false"
+    if cfg.processor_type and cfg.rl:
+        yield ("rl",), f"rl: {cfg.rl} with multimodal rows (processor_type) is not supported by mudpuppy; " \
+                       "remove processor_type or rl"
+    if cfg.dataset_exact_deduplication and cfg.skip_prepare_dataset:
+        yield ("dataset_exact_deduplication",), "dataset_exact_deduplication runs while preparing the dataset, " \
+                                                "which skip_prepare_dataset: true skips; keep one"
     if cfg.rl and cfg.sample_packing:
         yield ("sample_packing",), f"sample_packing does not work with rl: {cfg.rl}; remove one"
     if cfg.dataset_shard_idx is not None and not cfg.dataset_shard_num:

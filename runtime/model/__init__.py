@@ -21,6 +21,11 @@ def build_model(cfg: Any, tokenizer: Any, precision: Precision, *, training: boo
     if cfg.unfrozen_parameters and not cfg.adapter:
         freeze_for_unfrozen_parameters(model, cfg.unfrozen_parameters)
     model = apply_adapter(cfg, model, training=training)
+    if training:
+        from mudpuppy.runtime.model.multimodal import freeze_media, freezes_media
+
+        if freezes_media(cfg):  # after the adapter, as Axolotl: an adapter inside a tower is frozen too
+            freeze_media(model)
     if cfg.unfrozen_parameters and cfg.adapter:
         # with an adapter the regexes unfreeze base parameters in addition to the LoRA weights
         import re

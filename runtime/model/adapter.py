@@ -59,9 +59,22 @@ def task_type(model: Any) -> str:
 
 
 def target_modules(cfg: Any, model: Any) -> list[str] | str:
+    """peft's ``target_modules``: a string is one regex over full module names (as Axolotl passes it, e.g.
+    ``model.language_model.layers.[\\d]+.(mlp|self_attn).(up|down|gate|q|k|v|o)_proj``), a list holds names."""
+    import re
+
+    from mudpuppy.runtime.model.multimodal import freezes_media, lora_targets
+
     explicit = cfg.lora_target_modules
+    if isinstance(explicit, str) and not cfg.lora_target_linear and not re.fullmatch(r"\w+", explicit):
+        return explicit  # a plain name (q_proj) stays a name: peft's regex would need the full module path
     if isinstance(explicit, str):
         explicit = [explicit]
+    if cfg.lora_target_linear and freezes_media(cfg):  # no adapter on towers that stay frozen
+        from mudpuppy.runtime.model.multimodal import is_media_parameter
+
+        leaves = linear_module_names(model, keep=lambda name: not is_media_parameter(name))
+        return lora_targets(leaves, list(explicit or []))
     names = set(explicit or [])
     if cfg.lora_target_linear:
         names |= linear_module_names(model)
@@ -70,7 +83,8 @@ def target_modules(cfg: Any, model: Any) -> list[str] | str:
     return sorted(names)
 
 
-def linear_module_names(model: Any) -> set[str]:
+def linear_module_names(model: Any, keep: Any = None) -> set[str]:
+    """Leaf names of the linear layers (``keep(full_name)`` filters which layers count)."""
     import torch
 
     linear_types: tuple[type, ...] = (torch.nn.Linear,)
@@ -82,7 +96,7 @@ def linear_module_names(model: Any) -> set[str]:
         pass
     names = set()
     for full_name, module in model.named_modules():
-        if isinstance(module, linear_types):
+        if isinstance(module, linear_types) and (keep is None or keep(full_name)):
             leaf = full_name.split(".")[-1]
             if leaf not in _HEAD_NAMES:
                 names.add(leaf)

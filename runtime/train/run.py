@@ -97,11 +97,20 @@ def _run(cfg: Any, env: Env, watcher: Any, stream: TextIO, extra_callbacks: list
     from mudpuppy.runtime.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(cfg)
+    processor = None
+    from mudpuppy.runtime.data.multimodal import is_multimodal
+
     streamed = bool(cfg.pretraining_dataset)
     if streamed:  # read while training, never tokenized ahead (runtime.data.streaming)
         from mudpuppy.runtime.data.streaming import planned_rows, prepare_streamed
 
         train_ds, eval_ds = prepare_streamed(cfg, tokenizer)
+    elif is_multimodal(cfg):  # message rows kept whole; the processor renders them per batch (no tokenizing here)
+        from mudpuppy.runtime.data import multimodal
+        from mudpuppy.runtime.model.multimodal import load_processor
+
+        processor = load_processor(cfg, tokenizer)
+        train_ds, eval_ds, _ = multimodal.build(cfg, processor)
     else:
         train_ds, eval_ds = prepare_datasets_on_ranks(cfg, tokenizer, env)
     train_rows = planned_rows(cfg, env.world_size) if streamed else len(train_ds) if train_ds is not None else 0
@@ -138,6 +147,7 @@ def _run(cfg: Any, env: Env, watcher: Any, stream: TextIO, extra_callbacks: list
         SaveFirstStepCallback,
     )
     from mudpuppy.runtime.train.collator import build_collator
+    from mudpuppy.runtime.train.mm_collator import build_mm_collator
     from mudpuppy.runtime.train.trainer import MudpuppyTrainer
 
     plan = plan_training(cfg, precision=precision, env=env, train_rows=train_rows, has_eval=eval_ds is not None)
@@ -173,8 +183,8 @@ def _run(cfg: Any, env: Env, watcher: Any, stream: TextIO, extra_callbacks: list
             args=training_args,
             train_dataset=train_ds,
             eval_dataset=eval_ds,
-            data_collator=build_collator(cfg, tokenizer),
-            processing_class=tokenizer,
+            data_collator=build_collator(cfg, tokenizer) if processor is None else build_mm_collator(cfg, processor),
+            processing_class=tokenizer if processor is None else processor,
             callbacks=callbacks,
             save_total_limit=plan.save_total_limit,
             loraplus=plan.loraplus,

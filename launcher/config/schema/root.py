@@ -11,6 +11,7 @@ from mudpuppy.launcher.config.schema.kernels import KernelSection
 from mudpuppy.launcher.config.schema.launch import LaunchSection
 from mudpuppy.launcher.config.schema.logging import LoggingSection
 from mudpuppy.launcher.config.schema.model import ModelSection
+from mudpuppy.launcher.config.schema.multimodal import MultimodalSection
 from mudpuppy.launcher.config.schema.rl import RLSection
 from mudpuppy.launcher.config.schema.training import TrainingSection
 
@@ -24,13 +25,17 @@ class Config(
     LoggingSection,
     RLSection,
     KernelSection,
+    MultimodalSection,
 ):
     """A whole run: an Axolotl config plus the ``launch:`` section."""
 
     launch: LaunchSection = Field(default_factory=LaunchSection)
 
     def resolved_model_type(self) -> str:
-        """Reward models get a classification head unless the config names a class, as in Axolotl."""
+        """Reward models get a classification head and multimodal ones an image-text-to-text class unless the config
+        names a class, as in Axolotl."""
+        if not (self.model_type or self.type_of_model) and self.processor_type:
+            return "AutoModelForImageTextToText"  # Axolotl's class for multimodal models it has no mapping for
         if self.model_type or self.type_of_model or not (self.reward_model or self.process_reward_model):
             return super().resolved_model_type()
         return "AutoModelForSequenceClassification" if self.reward_model else "AutoModelForTokenClassification"
