@@ -37,3 +37,12 @@ def backends() -> None:
     for name in sorted(BACKENDS):
         more.add_row(name, SWEEP_MODES.get(name, "[red]no[/]"), GC_SCOPE.get(name, "[red]no[/]"))
     console.print(more)
+    from mudpuppy.launcher import lifecycle_scope as scope
+
+    life = Table(title="after submit: progress (status, runs, plot), pull, resume --backend")
+    for column in ("backend", "progress from", "pull from", "resume onto"):
+        life.add_column(column)
+    for name in sorted(BACKENDS):
+        life.add_row(name, scope.PROGRESS.get(name, "[red]no[/]"), scope.PULL.get(name, "[red]no[/]"),
+                     scope.RESUME.get(name, "[red]no[/]"))
+    console.print(life)
