@@ -42,6 +42,6 @@ def test_progress_reads_the_local_output_dir_and_a_file_volume(tmp_path: Path) -
         (folder / "metrics.jsonl").write_text(json.dumps({"step": step, "loss": 1.0, "max_steps": 9}) + "\n")
     record = _record("local", {"volume": f"file://{vol}"}, f"{socket.gethostname()}:{out}")
     found = progress.reachable_metrics(record)
-    assert len(found) == 2 and "output_dir here; launch.volume" == lifecycle_scope.PROGRESS["local"]
+    assert len(found) == 2 and lifecycle_scope.PROGRESS["local"] == "output_dir here; launch.volume"
     assert progress.local_output_dir(_record("ssh", {}, f"gpu1:{out}")) is None  # no shared_fs: logs only
     assert progress.local_output_dir(_record("ssh", {"ssh": {"shared_fs": True}}, f"gpu1:{out}")) == out
