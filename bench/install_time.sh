@@ -29,7 +29,8 @@ printf '%8.1f s  total, exit %s (load average at the end: %s)\n' "$(echo "$(date
   "$(cut -d' ' -f1-3 /proc/loadavg)"
 # CPU seconds of everything make ran (user + sys): what the wall time comes to on an otherwise idle machine
 # (plus downloads), since the wall time above stretches with whatever else the machine is doing
-cpu=$(times | tail -1 | awk '{ split($1, u, /[ms]/); split($2, s, /[ms]/); print u[1] * 60 + u[2] + s[1] * 60 + s[2] }')
+times > "$work/times"  # not in $(...): a subshell would report its own (empty) children
+cpu=$(tail -1 "$work/times" | awk '{ split($1, u, /[ms]/); split($2, s, /[ms]/); print u[1] * 60 + u[2] + s[1] * 60 + s[2] }')
 printf '%8.1f s  CPU (user + sys) of all of it\n' "$cpu"
 cd /
 [ "$rc" = 0 ] || tail -30 "$work/make.log"
