@@ -230,7 +230,17 @@ def fused_linear_forward(self: Any, x: torch.Tensor, *args: Any, **kwargs: Any) 
     if parts is None or args or kwargs or not parts[0].has_lora:
         return self._mudpuppy_orig_forward(x, *args, **kwargs)
     proj, (a, b, bb) = parts
+    if _use_triton_linear(x):  # CUDA (or the interpreter): the base matmul with the LoRA term in its epilogue
+        from mudpuppy.kernels.triton_lora import triton_lora_linear
+
+        return triton_lora_linear(x, proj, a, b, bb)
     return LoRALinearFunction.apply(x, proj, a, b, bb)
+
+
+def _use_triton_linear(x: torch.Tensor) -> bool:
+    from mudpuppy.kernels.triton_support import use_triton
+
+    return _compute_dtype(x) in (torch.float32, torch.float16, torch.bfloat16) and use_triton(x)
 
 
 def fused_mlp_forward(self: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:

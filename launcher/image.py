@@ -1,7 +1,10 @@
 """``image.json``: the one runtime image spec every backend renders (venv script, Dockerfile, ...).
 
-Packages are pinned to what is installed here, so the remote trains with the versions the config was
-validated against. Local version labels (``+cpu``, ``+cu128``) are dropped: the remote picks its own build.
+Packages are pinned from the install lock (``constraints/lock.txt``, see ``launcher.lockfile``): the runtime's
+requirements and every transitive dependency at exactly the versions ``make`` installs here, so every rendering
+(venv script, Dockerfile, Modal image, SkyPilot setup, Ray ``runtime_env``) gets the same set. Packages the lock
+does not know (e.g. ``wandb``) are pinned to what is installed here. Local version labels (``+cpu``, ``+cu128``) are
+dropped: the remote picks its own build.
 Only secret *names* are recorded; values never leave the launching process's environment.
 """
 
@@ -42,7 +45,7 @@ def image_spec(config: Config, *, wheel: str | None) -> dict[str, Any]:
                 "environment at launch)",
             )
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
-    packages = pinned_packages(_extras_for(config))
+    packages = pinned_packages(_extras_for(config), python=python)
     return {
         "schema": IMAGE_SCHEMA,
         "base_image": launch.image or DEFAULT_BASE_IMAGE.format(python=python),
@@ -67,8 +70,9 @@ def _extras_for(config: Config) -> list[str]:
     return names
 
 
-def pinned_packages(extra_packages: list[str]) -> list[str]:
-    """``name==version`` for the runtime extra of mudpuppy (plus ``extra_packages``) as installed here."""
+def pinned_packages(extra_packages: list[str], python: str | None = None) -> list[str]:
+    """``name==version`` for the runtime extra of mudpuppy (plus ``extra_packages``) and, when the lock is
+    present, all their dependencies as locked for ``python`` (default: this interpreter's) on Linux."""
     try:
         requires = metadata.requires("mudpuppy") or []
     except metadata.PackageNotFoundError:
@@ -81,8 +85,16 @@ def pinned_packages(extra_packages: list[str]) -> list[str]:
         if m:
             names.append(m.group(1))
     names.extend(extra_packages)
+    from mudpuppy.launcher import lockfile
+
+    if lockfile.load():
+        python = python or f"{sys.version_info.major}.{sys.version_info.minor}"
+        names = lockfile.closure(sorted(set(names), key=str.lower), python)
     out = []
     for name in sorted(set(names), key=str.lower):
+        if "==" in name:
+            out.append(name)
+            continue
         try:
             version = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -132,7 +144,7 @@ def image_key(image: dict[str, Any]) -> str:
 # ---------------------------------------------------------------- the mudpuppy wheel
 
 _PACKAGE_ROOT = Path(__file__).resolve().parents[1]
-_SKIP_DIRS = {"tests", "bench", ".venv", "build", "dist", "__pycache__", ".git", "outputs", ".demo"}
+_SKIP_DIRS = {"tests", "bench", "scripts", ".venv", "build", "dist", "__pycache__", ".git", "outputs", ".demo"}
 
 
 def package_sources() -> list[Path]:

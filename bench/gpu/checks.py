@@ -2,7 +2,8 @@
 
 Every fault of issue 20 has a CPU test in CI; this script runs what those tests cannot show: the real flash
 varlen kernel's numerics, bitsandbytes 4-bit weights under the LoRA kernels, CUDA GradScaler, device placement
-of k-bit models, ZeRO-3 offload in one process on a GPU, tiled-MLP memory, ``bf16: auto`` on this GPU, and a
+of k-bit models, ZeRO-3 offload in one process on a GPU, tiled-MLP memory, ``bf16: auto`` on this GPU, the Triton
+kernels (RMSNorm, GLU, linear CE, LoRA Q/K/V/O) against their torch references at training shapes, and a
 short bf16 + flash + packing training run. Steps that need two GPUs (NCCL: one GPU per rank) say so and skip.
 
 ``--dry`` runs every step's CPU-safe part (the same code with CPU tensors, SDPA in place of the flash kernel, bf16
@@ -478,6 +479,30 @@ def step_precision(ctx: Ctx) -> dict[str, Any]:
             "native_bf16": native, "merged_fp16_config_dtypes": dtypes}
 
 
+# ----------------------------------------------------------------------------------------------- 10
+def step_triton_kernels(ctx: Ctx) -> dict[str, Any]:
+    """RMSNorm, GLU, fused linear CE and the LoRA Q/K/V/O kernels vs their torch references, every gradient.
+
+    Its own process (bench/gpu/triton_kernels.py): under ``--dry`` Triton's interpreter must be switched on
+    before triton is first imported, which this process has already done without it.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("triton") is None:
+        raise Skip("triton is not installed (pip install '.[gpu]')")
+    cmd = [sys.executable, str(Path(__file__).with_name("triton_kernels.py"))] + (["--interpret"] if ctx.dry else [])
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, check=False)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        return {"ok": False, "exit": proc.returncode, "stderr": proc.stderr[-2000:]}
+    report = json.loads(lines[-1])
+    worst = {k: max(v["errors"].values()) for k, v in report["kernels"].items()}
+    failed = sorted(k for k, v in report["kernels"].items() if not v["ok"])
+    return {"ok": report["ok"] and proc.returncode == 0, "interpreted": report["interpreted"],
+            "worst_rel_err": worst, "failed": failed, "kernels": report["kernels"]}
+
+
 # ----------------------------------------------------------------------------------------------- e2e
 def step_train_bf16_flash_packing(ctx: Ctx) -> dict[str, Any]:
     """A short real run: LoRA, bf16, packing, micro_batch_size 2, flash attention when installed, LoRA kernels."""
@@ -504,6 +529,7 @@ STEPS: list[tuple[str, str, Callable[[Ctx], dict[str, Any]]]] = [
     ("6+7", "FSDP RAM-efficient loading, rank-0 preprocessing", step_fsdp_loading_and_preprocessing),
     ("8", "tiled MLP under autocast", step_tiled_mlp),
     ("9", "bf16 auto, merge dtype", step_precision),
+    ("10", "Triton kernels (RMSNorm, GLU, linear CE, LoRA QKV/O) vs torch", step_triton_kernels),
     ("e2e", "bf16 LoRA + packing + flash run", step_train_bf16_flash_packing),
 ]
 

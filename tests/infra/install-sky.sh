@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # SkyPilot in its own environment (.venv-sky): it pins click<8.2, which the training environment's
 # huggingface-hub cannot use. The launcher drives it through MUDPUPPY_SKYPILOT_PYTHON (tests: .venv-sky/bin/python).
+# Every dependency pinned by constraints/lock-skypilot.txt (scripts/lock.py).
 # Idempotent: does nothing when the pinned version is already installed.
 set -euo pipefail
 PYTHON=${PYTHON:-python3}
@@ -11,4 +12,4 @@ if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import importlib.metadata
 fi
 "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q "skypilot==$VERSION"
+"$VENV/bin/python" -m pip install -q -c "$(dirname "$0")/../../constraints/lock-skypilot.txt" "skypilot==$VERSION"
