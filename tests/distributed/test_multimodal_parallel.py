@@ -1,5 +1,5 @@
-"""The multimodal example on 2 gloo ranks, wrapped by DDP and by FSDP2 (the vision tower frozen inside the
-wrapped model): both train, and their losses match a 1-process run of the same global batch within the
+"""The multimodal example on 2 gloo ranks, wrapped by DDP, by FSDP2 and by DeepSpeed ZeRO-2 (the vision tower
+frozen inside the wrapped model): each trains, and their losses match a 1-process run of the same global batch within the
 tolerance every parallel text run gets (gradients are averaged by an all-reduce, so not bit for bit)."""
 
 from __future__ import annotations
@@ -39,12 +39,13 @@ def _run(root: Path, name: str, nproc: int, **changes: object) -> list[float]:
     return [r["loss"] for r in rows if "loss" in r]
 
 
-def test_ddp_and_fsdp2_train_the_vision_model_like_one_process(tmp_path: Path) -> None:
+def test_ddp_fsdp2_and_zero2_train_the_vision_model_like_one_process(tmp_path: Path) -> None:
     shutil.copytree(EXAMPLES, tmp_path / "examples")
     single = _run(tmp_path, "single", 1, micro_batch_size=8)  # the 2-rank runs' global batch: 2 x 4
     ddp = _run(tmp_path, "ddp", 2)
     fsdp = _run(tmp_path, "fsdp", 2, **FSDP2)
-    assert len(single) == len(ddp) == len(fsdp) == 2
+    zero2 = _run(tmp_path, "zero2", 2, deepspeed="zero2")
+    assert len(single) == len(ddp) == len(fsdp) == len(zero2) == 2
     assert single[1] < single[0]
-    for other in (ddp, fsdp):
+    for other in (ddp, fsdp, zero2):
         assert all(abs(a - b) < 1e-4 for a, b in zip(single, other, strict=True)), (single, other)
