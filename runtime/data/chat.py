@@ -479,14 +479,20 @@ class DirectRenderer:
                           "return_dict", "return_assistant_tokens_mask", "sanitize_control_tokens", "padding",
                           "truncation", "max_length", "return_tensors", "tokenizer_kwargs", "conversation"})
 
-    def __init__(self, helpers: Any, compiled: Any, kwargs: dict[str, Any], generation_prompt: Any) -> None:
+    def __init__(self, template: str, kwargs: dict[str, Any], generation_prompt: Any) -> None:
+        from transformers.utils import chat_template_utils as helpers
+
+        self.template = template
         self.u = helpers
-        self.compiled = compiled
+        self.compiled = helpers._compile_jinja_template(template)
         self.kwargs = kwargs
         self.generation_prompt = generation_prompt
         self.memo: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
         fields = getattr(helpers, "_REASONING_FIELDS", None)
         self.plain_keys = frozenset(fields) if isinstance(fields, tuple) else None
+
+    def __reduce__(self) -> tuple[Any, ...]:  # datasets' worker processes get a copy; the compiled form is rebuilt
+        return DirectRenderer, (self.template, self.kwargs, self.generation_prompt)
 
     @classmethod
     def build(cls, tokenizer: Any, template: str, template_kwargs: dict[str, Any]) -> DirectRenderer | None:
@@ -495,12 +501,12 @@ class DirectRenderer:
         try:
             from transformers.utils import chat_template_utils as u
 
-            compiled = u._compile_jinja_template(template)
-            for name in ("_normalize_chat_messages", "_plain_template_data", "_alias_reasoning_fields"):
+            for name in ("_compile_jinja_template", "_normalize_chat_messages", "_plain_template_data",
+                         "_alias_reasoning_fields"):
                 getattr(u, name)
             kwargs = {**tokenizer.special_tokens_map, "add_generation_prompt": False, **template_kwargs}
             generation_prompt = kwargs.pop("add_generation_prompt")
-            return cls(u, compiled, u._plain_template_data(kwargs), generation_prompt)
+            return cls(template, u._plain_template_data(kwargs), generation_prompt)
         except Exception:  # another transformers release: keep apply_chat_template
             return None
 

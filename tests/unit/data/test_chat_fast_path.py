@@ -86,3 +86,15 @@ def test_direct_renderer_dropped_when_it_differs(tokenizer) -> None:  # noqa: AN
     [[slow]] = _slow(ChatStrategy(tokenizer, ChatOptions(template=named_template("chatml")))).tokenize_rows(
         [_conversation(None, ["hi", "there"])])
     assert row == slow
+
+
+def test_strategy_survives_the_trip_to_dataset_worker_processes(tokenizer) -> None:  # noqa: ANN001
+    """dataset_num_proc > 1 pickles the strategy (with its direct renderer) into each worker process."""
+    import pickle
+
+    strategy = ChatStrategy(tokenizer, ChatOptions(template=named_template("chatml")))
+    clone = pickle.loads(pickle.dumps(strategy))
+    assert clone.direct is not None
+    rows = [_conversation("sys", ["a", "b", "c", "d"]), _conversation(None, ["x", "y"])]
+    assert _run(clone, rows) == _run(_slow(ChatStrategy(tokenizer, ChatOptions(template=named_template("chatml")))),
+                                     rows)
