@@ -4,15 +4,20 @@
     .venv/bin/python bench/preprocess.py [--rows 20000,100000] [--sets alpaca,chat] [--repeats 3]
         [--sequence-len 1024] [--axolotl /path/to/axolotl-venv/bin/python] [--out results.md]
 
-Generates an alpaca set and a chat set from the shipped examples (random lengths, seeded), writes one config
-(tiny tokenizer from templates/examples/tiny-llama, ``sample_packing: true``, a fresh ``dataset_prepared_path``
-per run) and times, from process start to exit: the baseline (``python bench/preprocess.py --baseline``: import
-datasets + transformers, load the tokenizer, ``load_dataset`` the JSONL, one ``map`` that tokenizes each row:
-alpaca prompt+response as one text, batched; chat ``apply_chat_template``, no masking, nothing written),
-``python -m mudpuppy preprocess cfg.yml`` and, with ``--axolotl``, ``python -m axolotl.cli.preprocess cfg.yml``
-(with AXOLOTL_DO_NOT_TRACK=1 HF_HUB_OFFLINE=1). Within a repeat the three run back to back (order rotated per
-repeat); the table gives medians and the ratios of medians. After the first repeat the rows both tools saved
-are compared (input_ids and labels, in order). Prints a markdown table and writes it to ``--out``.
+Generates an alpaca set and a chat set from the shipped examples (random lengths, seeded) and writes one
+config (tiny tokenizer from templates/examples/tiny-llama, ``sample_packing: true``, ``seed: 42`` since
+Axolotl shuffles unseeded otherwise, a fresh ``dataset_prepared_path`` per run). Timed from process start to
+exit:
+
+- baseline, ``python bench/preprocess.py --baseline``: import datasets + transformers, load the tokenizer,
+  ``load_dataset`` the JSONL, one ``map`` that tokenizes each row (alpaca: prompt+response as one text,
+  batched; chat: ``apply_chat_template``, no masking); nothing is written;
+- ``python -m mudpuppy preprocess cfg.yml``;
+- with ``--axolotl``: ``python -m axolotl.cli.preprocess cfg.yml`` (AXOLOTL_DO_NOT_TRACK=1 HF_HUB_OFFLINE=1).
+
+Within a repeat the three run back to back (order rotated per repeat); the table gives medians and the ratios
+of medians. After the first repeat the rows both tools saved are compared (input_ids and labels, in order).
+Prints a markdown table and writes it to ``--out``.
 """
 
 from __future__ import annotations
@@ -84,7 +89,7 @@ def write_config(work: Path, kind: str, data: Path, sequence_len: int, tag: str)
     import yaml
 
     cfg = {"base_model": str(TOK), "sequence_len": sequence_len, "sample_packing": True, "micro_batch_size": 1,
-           "num_epochs": 1, "learning_rate": 1e-4, "output_dir": str(work / f"out-{tag}"),
+           "num_epochs": 1, "learning_rate": 1e-4, "seed": 42, "output_dir": str(work / f"out-{tag}"),
            "dataset_prepared_path": str(work / f"prepared-{tag}"),
            "datasets": [{"path": str(data), "type": "alpaca" if kind == "alpaca" else "chat_template"}]}
     if kind == "chat":
