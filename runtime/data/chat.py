@@ -91,6 +91,9 @@ class ChatStrategy:
             if len(ids) == 1:
                 self.eot_ids.add(ids[0])
         self.eos_id = tokenizer.eos_token_id
+        self.composite = True  # locate turns from one render per placeholder kind when the template allows
+        self.direct = DirectRenderer.build(tokenizer, opts.template, opts.template_kwargs)
+        self.direct_checked = False
 
     # ---- conversation assembly -------------------------------------------------------------------------
     def conversation(self, row: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -191,45 +194,99 @@ class ChatStrategy:
             raise RowError(self.o.field_messages, f"chat template failed: {exc}") from None
         return str(text)
 
+    def render_fast(self, turns: list[dict[str, Any]], tools: list[Any] | None) -> str:
+        """``render`` through the compiled template, messages converted once per row (see ``DirectRenderer``)."""
+        if self.direct is None or not turns or not self.direct.takes(tools):
+            return self.render(turns, tools)
+        try:
+            return self.direct.render(turns, tools)
+        except Exception as exc:  # same failures apply_chat_template reports, same message
+            raise RowError(self.o.field_messages, f"chat template failed: {exc}") from None
+
     # ---- tokenization ------------------------------------------------------------------------------------
     def tokenize_rows(self, rows: list[Mapping[str, Any]]) -> list[list[Row] | RowError]:
-        out: list[list[Row] | RowError] = []
+        """Render every row, tokenize the batch in one fast-tokenizer call, then label each row."""
+        rendered: list[tuple[list[dict[str, Any]], list[Any] | None, str] | RowError] = []
         for row in rows:
             try:
-                out.append([self.tokenize_one(strip_nulls(row))])
+                rendered.append(self._rendered(strip_nulls(row)))
+            except RowError as exc:
+                rendered.append(exc)
+        texts = [r[2] for r in rendered if not isinstance(r, RowError)]
+        encoded = iter(self._encode(texts))
+        out: list[list[Row] | RowError] = []
+        for item in rendered:
+            if isinstance(item, RowError):
+                out.append(item)
+                continue
+            turns, tools, text = item
+            input_ids, locator = next(encoded)
+            try:
+                out.append([self.label(turns, tools, text, input_ids, locator)])
             except RowError as exc:
                 out.append(exc)
         return out
 
     def tokenize_one(self, row: Mapping[str, Any]) -> Row:
+        turns, tools, text = self._rendered(row)
+        [(input_ids, locator)] = self._encode([text])
+        return self.label(turns, tools, text, input_ids, locator)
+
+    def _rendered(self, row: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[Any] | None, str]:
+        if self.direct is not None:
+            self.direct.new_row()
         turns = self.conversation(row)
         tools = self.tools(row)
-        text = self.render(turns, tools)
-        if self.fast:
-            enc = self.tok(text, add_special_tokens=False, return_offsets_mapping=True)
-            input_ids = list(enc["input_ids"])
-            locator: tuple[str, list[int], list[int]] | None = (
-                text, [s for s, _ in enc["offset_mapping"]], [e for _, e in enc["offset_mapping"]])
-        else:
-            input_ids = list(self.tok(text, add_special_tokens=False)["input_ids"])
-            locator = None
+        if self.direct is not None and not self.direct_checked:
+            self.check_direct(turns, tools)
+        return turns, tools, self.render_fast(turns, tools)
+
+    def check_direct(self, turns: list[dict[str, Any]], tools: list[Any] | None) -> None:
+        """The first row renders both ways; any difference (another transformers release) turns the shortcut off."""
+        self.direct_checked = True
+        try:
+            same = self.render_fast(turns, tools) == self.render(turns, tools)
+        except RowError:
+            same = False
+        if not same:
+            self.direct = None
+
+    def _encode(self, texts: list[str]) -> list[tuple[list[int], tuple[str, list[int], list[int]] | None]]:
+        if not texts:
+            return []
+        if not self.fast:
+            enc = self.tok(texts, add_special_tokens=False)["input_ids"]
+            return [(list(ids), None) for ids in enc]
+        enc = self.tok(texts, add_special_tokens=False, return_offsets_mapping=True)
+        out: list[tuple[list[int], tuple[str, list[int], list[int]] | None]] = []
+        for text, ids, offsets in zip(texts, enc["input_ids"], enc["offset_mapping"], strict=True):
+            out.append((list(ids), (text, [s for s, _ in offsets], [e for _, e in offsets])))
+        return out
+
+    def trains(self, turn: Mapping[str, Any]) -> bool:
+        if turn.get("training") is not None:
+            return bool(turn["training"])
+        detail, r_detail = turn.get("training_detail"), turn.get("reasoning_training_detail")
+        if detail is not None or r_detail is not None:
+            return bool(detail) or bool(r_detail)
+        return bool(self.o.train_on_inputs or turn.get("role") in self.roles_to_train)
+
+    def label(self, turns: list[dict[str, Any]], tools: list[Any] | None, text: str, input_ids: list[int],
+              locator: tuple[str, list[int], list[int]] | None) -> Row:
         labels = [IGNORE_INDEX] * len(input_ids)
         last_eos = last_eot = -1
         key = self.o.thinking_key
-        for index, turn in enumerate(turns):
+        every = self.train_on_eos == "all" or self.train_on_eot == "all"
+        plan = [(index, turn, self.trains(turn)) for index, turn in enumerate(turns)]
+        plan = [(index, turn, train) for index, turn, train in plan if train or every]
+        others = self.composite_others(turns, tools, text, plan) if locator is not None else {}
+        for index, turn, train in plan:
             detail = turn.get("training_detail")
             r_detail = turn.get("reasoning_training_detail")
-            if turn.get("training") is not None:
-                train = bool(turn["training"])
-            elif detail is not None or r_detail is not None:
-                train = bool(detail) or bool(r_detail)
-            else:
-                train = self.o.train_on_inputs or turn.get("role") in self.roles_to_train
-            if not train and self.train_on_eos != "all" and self.train_on_eot != "all":
-                continue
             has_reasoning = turn.get(key) is not None
             content_only = bool((detail or r_detail) and has_reasoning)
-            start, end = self.find_turn(turns, index, tools, locator, content_only=content_only)
+            start, end = self.find_turn(turns, index, tools, locator, content_only=content_only,
+                                        others=others.get(index))
             if train and start != -1 and end != -1:
                 if detail:
                     content = turn.get("content")
@@ -265,6 +322,43 @@ class ChatStrategy:
                 labels[idx] = input_ids[idx]
         return {"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels}
 
+    def composite_others(self, turns: list[dict[str, Any]], tools: list[Any] | None, full: str,
+                         plan: list[tuple[int, dict[str, Any], bool]]) -> dict[int, tuple[str, ...]]:
+        """Per turn to locate: the texts Axolotl's per-turn placeholder renders would give, from one render per
+        placeholder kind with every such turn replaced at once (each by its own numbered placeholder).
+
+        Used only when that render proves the template places each content verbatim and independently: cutting
+        the numbered placeholders out of it and putting the contents back must give exactly the full text. Then
+        the per-turn render is the full text with that one content swapped for the placeholder, which is what
+        is built here; otherwise (or when the template fails) the caller renders turn by turn as before.
+        """
+        wanted = [index for index, turn, _ in plan
+                  if not (turn.get("training_detail") or turn.get("reasoning_training_detail"))
+                  and isinstance(turn.get("content"), str)
+                  and not (index == 0 and turns[0].get("role") == "system" and self.mistral)]
+        if len(wanted) < 2 or not self.composite:
+            return {}
+        where: dict[int, int] | None = None
+        for family in SENTINELS:
+            marks = {index: _numbered(family, n) for n, index in enumerate(wanted)}
+            changed = list(turns)
+            for index, mark in marks.items():
+                changed[index] = self.dummy(turns[index], mark, False, False)
+            try:
+                text = self.render_fast(changed, tools)
+            except RowError:
+                return {}
+            found = _compose(text, full, {index: (marks[index], turns[index]["content"]) for index in wanted})
+            if found is None or (where is not None and found != where):
+                return {}
+            where = found
+        assert where is not None
+        out: dict[int, tuple[str, ...]] = {}
+        for index, at in where.items():
+            size = len(turns[index]["content"])
+            out[index] = tuple(full[:at] + sentinel + full[at + size:] for sentinel in SENTINELS)
+        return out
+
     # ---- turn location -------------------------------------------------------------------------------------
     def dummy(self, turn: dict[str, Any], sentinel: str, content_only: bool, reasoning_only: bool) -> dict[str, Any]:
         key = self.o.thinking_key
@@ -280,12 +374,12 @@ class ChatStrategy:
 
     def find_turn(self, turns: list[dict[str, Any]], index: int, tools: list[Any] | None,
                   locator: tuple[str, list[int], list[int]] | None, content_only: bool = False,
-                  reasoning_only: bool = False) -> tuple[int, int]:
+                  reasoning_only: bool = False, others: tuple[str, ...] | None = None) -> tuple[int, int]:
         if index == 0 and turns[0].get("role") == "system" and self.mistral:
             return -1, -1
         span = None
         if locator is not None:
-            span = self._span_from_text(turns, index, tools, locator, content_only, reasoning_only)
+            span = self._span_from_text(turns, index, tools, locator, content_only, reasoning_only, others)
         if span is None:
             span = self._span_from_tokens(turns, index, tools, content_only, reasoning_only)
         if span is None:
@@ -297,13 +391,16 @@ class ChatStrategy:
 
     def _span_from_text(self, turns: list[dict[str, Any]], index: int, tools: list[Any] | None,
                         locator: tuple[str, list[int], list[int]], content_only: bool,
-                        reasoning_only: bool) -> tuple[int, int] | None:
+                        reasoning_only: bool, others: tuple[str, ...] | None = None) -> tuple[int, int] | None:
         full, starts, ends = locator
         lo, hi = len(full) + 1, -1
-        for sentinel in SENTINELS:
-            changed = [*turns[:index], self.dummy(turns[index], sentinel, content_only, reasoning_only),
-                       *turns[index + 1:]]
-            other = self.render(changed, tools)
+        for k, sentinel in enumerate(SENTINELS):
+            if others is not None:
+                other = others[k]
+            else:
+                changed = [*turns[:index], self.dummy(turns[index], sentinel, content_only, reasoning_only),
+                           *turns[index + 1:]]
+                other = self.render_fast(changed, tools)
             if not other:
                 return None
             a, b = diff_span(full, other)
@@ -366,6 +463,109 @@ class ChatStrategy:
                 if s >= begin and e <= stop and train:
                     result[idx] = s
         return result
+
+
+class DirectRenderer:
+    """What ``apply_chat_template(tokenize=False)`` renders, without its per-call copying of every message.
+
+    transformers converts the whole conversation (to plain dicts, None values dropped, reasoning fields aliased)
+    on every call; locating turns renders each conversation several times with one message swapped. Here each
+    message is converted once per row with transformers' own per-message helpers and the compiled template is
+    called as transformers calls it. ``ChatStrategy.check_direct`` compares it with ``apply_chat_template`` on
+    the first row and drops it on any difference.
+    """
+
+    RESERVED = frozenset({"tools", "documents", "chat_template", "tokenize", "continue_final_message",
+                          "return_dict", "return_assistant_tokens_mask", "sanitize_control_tokens", "padding",
+                          "truncation", "max_length", "return_tensors", "tokenizer_kwargs", "conversation"})
+
+    def __init__(self, template: str, kwargs: dict[str, Any], generation_prompt: Any) -> None:
+        from transformers.utils import chat_template_utils as helpers
+
+        self.template = template
+        self.u = helpers
+        self.compiled = helpers._compile_jinja_template(template)
+        self.kwargs = kwargs
+        self.generation_prompt = generation_prompt
+        self.memo: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+        fields = getattr(helpers, "_REASONING_FIELDS", None)
+        self.plain_keys = frozenset(fields) if isinstance(fields, tuple) else None
+
+    def __reduce__(self) -> tuple[Any, ...]:  # datasets' worker processes get a copy; the compiled form is rebuilt
+        return DirectRenderer, (self.template, self.kwargs, self.generation_prompt)
+
+    @classmethod
+    def build(cls, tokenizer: Any, template: str, template_kwargs: dict[str, Any]) -> DirectRenderer | None:
+        if cls.RESERVED & set(template_kwargs) or not callable(getattr(tokenizer, "apply_chat_template", None)):
+            return None
+        try:
+            from transformers.utils import chat_template_utils as u
+
+            for name in ("_compile_jinja_template", "_normalize_chat_messages", "_plain_template_data",
+                         "_alias_reasoning_fields"):
+                getattr(u, name)
+            kwargs = {**tokenizer.special_tokens_map, "add_generation_prompt": False, **template_kwargs}
+            generation_prompt = kwargs.pop("add_generation_prompt")
+            return cls(template, u._plain_template_data(kwargs), generation_prompt)
+        except Exception:  # another transformers release: keep apply_chat_template
+            return None
+
+    def new_row(self) -> None:
+        self.memo.clear()
+
+    @staticmethod
+    def takes(tools: list[Any] | None) -> bool:
+        return tools is None or all(isinstance(t, dict) for t in tools)
+
+    def message(self, turn: dict[str, Any]) -> dict[str, Any]:
+        hit = self.memo.get(id(turn))
+        if hit is not None and hit[0] is turn:
+            return hit[1]
+        u = self.u
+        if self.plain_keys is not None and not (self.plain_keys & turn.keys()) and all(
+                type(k) is str and type(v) is str for k, v in turn.items()):
+            converted = dict(turn)  # text only, no reasoning: each helper returns such a message unchanged
+            self.memo[id(turn)] = (turn, converted)
+            return converted
+        [converted] = u._alias_reasoning_fields(u._plain_template_data(u._normalize_chat_messages([turn])))
+        self.memo[id(turn)] = (turn, converted)
+        return converted
+
+    def render(self, turns: list[dict[str, Any]], tools: list[Any] | None) -> str:
+        messages = [self.message(t) for t in turns]
+        schemas = self.u._plain_template_data(tools) if tools else None
+        return str(self.compiled.render(messages=messages, tools=schemas, documents=None,
+                                        add_generation_prompt=self.generation_prompt, **self.kwargs))
+
+
+def _numbered(sentinel: str, n: int) -> str:
+    """A placeholder of the same kind (same first and last two characters), told apart by a number."""
+    return f"{sentinel[:-2]}{n}{sentinel[-2:]}"
+
+
+def _compose(text: str, full: str, items: dict[int, tuple[str, str]]) -> dict[int, int] | None:
+    """Where each content sits in ``full`` when ``text`` with its placeholders put back as contents is ``full``."""
+    spots = []
+    for index, (mark, content) in items.items():
+        at = text.find(mark)
+        if at == -1 or text.find(mark, at + 1) != -1:
+            return None
+        spots.append((at, index, mark, content))
+    spots.sort()
+    pieces: list[str] = []
+    where: dict[int, int] = {}
+    cursor = length = 0
+    for at, index, mark, content in spots:
+        if at < cursor:
+            return None
+        pieces.append(text[cursor:at])
+        length += at - cursor
+        where[index] = length
+        pieces.append(content)
+        length += len(content)
+        cursor = at + len(mark)
+    pieces.append(text[cursor:])
+    return where if "".join(pieces) == full else None
 
 
 def _first_in(ids: list[int], start: int, wanted: set[int]) -> int:

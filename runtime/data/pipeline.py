@@ -193,20 +193,38 @@ def handle_length(dataset: Any, max_len: int, cfg: Any, stats: Stats) -> Any:
     return dataset
 
 
-def _positions(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-    lengths = [len(x) for x in batch["input_ids"]]
-    return {"position_ids": [list(range(n)) for n in lengths], "length": lengths}
-
-
 def prepare_for_packing(dataset: Any, stats: Stats) -> Any:
+    """Drop rows with nothing to train, add ``position_ids`` (0..n-1 per row) and ``length``: in Arrow, one pass
+    over the flat label and token columns instead of a Python loop per row."""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     before = len(dataset)
-    dataset = dataset.filter(lambda b: [any(v != IGNORE_INDEX for v in labels) for labels in b],
-                             input_columns="labels", batched=True, load_from_cache_file=False)
-    stats.dropped_untrainable += before - len(dataset)
-    if before and not len(dataset):
+    if not before:
+        return dataset.map(lambda b: {"position_ids": [], "length": []}, batched=True, load_from_cache_file=False)
+    table = dataset.with_format("arrow")[:].combine_chunks()
+    labels = table.column("labels").chunk(0)
+    trained = pc.not_equal(pc.list_flatten(labels), IGNORE_INDEX).to_numpy(zero_copy_only=False)
+    parents = pc.list_parent_indices(labels).to_numpy(zero_copy_only=False)
+    keep = np.bincount(parents[trained], minlength=before) > 0
+    if not keep.all():
+        table = table.filter(pa.array(keep))
+    stats.dropped_untrainable += before - table.num_rows
+    if not table.num_rows:
         raise UserError("no rows left after dropping rows with no trainable tokens",
                         hint="check train_on_inputs, roles_to_train and the prompt strategy")
-    return dataset.map(_positions, batched=True, load_from_cache_file=False)
+    table = table.combine_chunks()
+    ids = table.column("input_ids").chunk(0)
+    lengths = pc.list_value_length(ids).to_numpy(zero_copy_only=False).astype(np.int64)
+    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    positions = np.arange(int(lengths.sum()), dtype=np.int64) - starts
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+    table = table.append_column("position_ids", pa.ListArray.from_arrays(offsets, pa.array(positions)))
+    table = table.append_column("length", pa.array(lengths))
+    features = datasets.Features({**dataset.features, "position_ids": datasets.Sequence(datasets.Value("int64")),
+                                  "length": datasets.Value("int64")})
+    return datasets.Dataset(table.cast(features.arrow_schema), info=datasets.DatasetInfo(features=features))
 
 
 def deduplicate(dataset: Any, stats: Stats) -> Any:
