@@ -104,6 +104,8 @@ def _conflicts(cfg: Config, given: frozenset[str] | set[str], warnings: list[Pro
     if cfg.save_safetensors is False:
         yield ("save_safetensors",), "save_safetensors: false is not supported with transformers 5, which always " \
                                      "writes safetensors; remove the key"
+    if cfg.optimizer == "muon":
+        yield from _muon(cfg)
     if cfg.rl == "ebft":
         yield from _ebft(cfg, warnings)
     if cfg.rl == "gdpo" and cfg.trl is not None and cfg.trl.multi_objective_aggregation == "sum_then_normalize":
@@ -165,6 +167,24 @@ def _conflicts(cfg: Config, given: frozenset[str] | set[str], warnings: list[Pro
     for i, ds in enumerate(cfg.test_datasets or []):
         if not ds.path:
             yield ("test_datasets", i, "path"), "each dataset needs a path"
+
+
+def _muon(cfg: Config) -> Iterator[Problem]:
+    """Axolotl's Muon rules (DeepSpeed never, FSDP only as version 2), then what mudpuppy's Muon does not cover."""
+    if cfg.deepspeed:
+        yield ("optimizer",), "muon is incompatible with DeepSpeed (as in Axolotl); use DDP or FSDP2, " \
+                              "or another optimizer"
+    if cfg.fsdp or cfg.fsdp_config:
+        raw = cfg.fsdp_config or {}
+        version = cfg.fsdp_version or raw.get("fsdp_version") or raw.get("version") or 1  # Axolotl's default: 1
+        if str(version) != "2":
+            yield ("optimizer",), "muon is only compatible with FSDP2: set fsdp_version: 2 to use it with FSDP"
+    if cfg.rl or (cfg.reward_model and not cfg.process_reward_model):
+        yield ("optimizer",), "muon is built by mudpuppy's SFT/pretraining trainer only; rl and reward-model " \
+                              "runs use TRL's optimizers (pick another optimizer)"
+    if cfg.loraplus_lr_ratio or cfg.embedding_lr or cfg.embedding_lr_scale:
+        yield ("optimizer",), "muon cannot be combined with loraplus_lr_ratio/embedding_lr/embedding_lr_scale in " \
+                              "mudpuppy (they build their own param groups); remove one"
 
 
 def _pretraining(cfg: Config, warnings: list[Problem]) -> Iterator[Problem]:

@@ -27,6 +27,8 @@ OPTIMIZERS = (
     "grokadamw", "schedule_free_radam", "schedule_free_adamw", "schedule_free_sgd", "apollo_adamw",
     "apollo_adamw_layerwise", "stable_adamw",
 )
+# Axolotl's own optimizers that mudpuppy builds itself (runtime.train.muon).
+OWN_OPTIMIZERS = ("muon",)
 # transformers.trainer_utils.SchedulerType (TrainingArguments(lr_scheduler_type=...)).
 SCHEDULERS = (
     "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt",
@@ -106,7 +108,7 @@ def check_chat_template(name: str) -> str | None:
 
 
 def check_optimizer(name: str) -> str | None:
-    if name in OPTIMIZERS:
+    if name in OPTIMIZERS or name in OWN_OPTIMIZERS:
         return None
     if name in axolotl_keys.CUSTOM_OPTIMIZERS:
         return f"{name!r} is one of Axolotl's own optimizers, which mudpuppy does not implement"

@@ -33,6 +33,7 @@ class TrainPlan:
     env_vars: dict[str, str] = field(default_factory=dict)
     embedding_lr: tuple[str, float] | None = None   # ("scale", x) or ("lr", x): Axolotl's embedding param group
     offload_activations: bool = False               # gradient_checkpointing: offload -> saved tensors on CPU
+    muon: bool = False                              # optimizer: muon -> MudpuppyTrainer builds Muon + AdamW
 
 
 def gradient_accumulation(cfg: Any, world_size: int) -> int:
@@ -104,6 +105,8 @@ def plan_training(cfg: Any, *, precision: Precision, env: Env, train_rows: int, 
     _schedule(cfg, args)
     plan = TrainPlan(args=args, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
                      save_total_limit=cfg.save_total_limit)
+    # Axolotl's own Muon is built by our trainer; TrainingArguments carries AdamW's settings for its AdamW groups
+    plan.muon = cfg.optimizer == "muon"
     if cfg.cosine_constant_lr_ratio is not None:
         plan.constant_lr = (cfg.cosine_min_lr_ratio or 0.0, cfg.cosine_constant_lr_ratio)
     # "offload"/"offload_disk": checkpointed activations (the tensors autograd saves) are kept in CPU memory
@@ -137,6 +140,8 @@ def plan_training(cfg: Any, *, precision: Precision, env: Env, train_rows: int, 
 def optimizer_name(name: str | None) -> str:
     """The ``optim`` name, checked against the registry ``config validate`` uses (``launcher.config.names``)."""
     name = name or "adamw_torch_fused"
+    if name in names.OWN_OPTIMIZERS:
+        return "adamw_torch"
     problem = names.check_optimizer(name)
     if problem:
         raise UserError(f"optimizer: {problem}")

@@ -191,6 +191,7 @@ def _run(cfg: Any, env: Env, watcher: Any, stream: TextIO, extra_callbacks: list
             constant_lr=plan.constant_lr,
             embedding_lr=plan.embedding_lr,
             offload_activations=plan.offload_activations,
+            muon=plan.muon,
         )
     parallel.prepare_trainer(trainer, cfg, env)
     trainer.remove_callback(PrinterCallback)

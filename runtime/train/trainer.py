@@ -4,7 +4,8 @@ Only a few hooks change: checkpoints are staged and published atomically (``runt
 the collator's real-token count feeds tokens/s, ``loraplus_lr_ratio`` builds peft's LoRA+ optimizer,
 ``embedding_lr``/``embedding_lr_scale`` put embeddings and the LM head in their own param group (Axolotl's
 grouping), ``gradient_checkpointing: offload`` keeps saved activations in CPU memory (torch's
-``save_on_cpu``), and ``cosine_constant_lr_ratio`` gets its schedule. Everything else is stock transformers.
+``save_on_cpu``), ``optimizer: muon`` builds Muon + AdamW (``runtime.train.muon``), and
+``cosine_constant_lr_ratio`` gets its schedule. Everything else is stock transformers.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from mudpuppy.runtime.train.collator import REAL_TOKENS_KEY
 class MudpuppyTrainer(Trainer):
     def __init__(self, *args: Any, save_total_limit: int | None = None, loraplus: dict[str, float] | None = None,
                  constant_lr: tuple[float, float] | None = None, embedding_lr: tuple[str, float] | None = None,
-                 offload_activations: bool = False, **kwargs: Any) -> None:
+                 offload_activations: bool = False, muon: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.mp_muon = muon
         self.mp_save_total_limit = save_total_limit
         self.mp_loraplus = loraplus
         self.mp_embedding_lr = embedding_lr
@@ -112,6 +114,12 @@ class MudpuppyTrainer(Trainer):
 
     # ---------------------------------------------------------------- optimizer / schedule
     def create_optimizer(self, model: Any = None) -> Any:
+        if self.optimizer is None and self.mp_muon:
+            from mudpuppy.runtime.train.muon import build_muon_optimizer
+
+            self.optimizer = build_muon_optimizer(self.model, self.args,
+                                                  set(self.get_decay_parameter_names(self.model)))
+            return self.optimizer
         if self.optimizer is None and self.mp_embedding_lr is not None:
             return self._create_embedding_lr_optimizer()
         if self.mp_loraplus is None or self.optimizer is not None:

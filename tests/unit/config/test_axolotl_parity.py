@@ -140,7 +140,10 @@ def test_gdpo_rejects_grpo_aggregation_as_axolotl_does() -> None:
 
 @pytest.mark.parametrize(("extra", "needle"), [
     ("optimizer: adamw_torhc\n", "unknown optimizer 'adamw_torhc'"),
-    ("optimizer: muon\n", "Axolotl's own optimizers"),
+    ("optimizer: dion\n", "Axolotl's own optimizers"),
+    ("optimizer: muon\ndeepspeed: ds.json\n", "incompatible with DeepSpeed"),
+    ("optimizer: muon\nfsdp_config:\n  fsdp_offload_params: false\n", "only compatible with FSDP2"),
+    ("optimizer: muon\nfsdp_version: 1\nfsdp_config:\n  fsdp_offload_params: false\n", "only compatible with FSDP2"),
     ("lr_scheduler: one_cycle\n", "not implemented"),
     ("lr_scheduler: cosinus\n", "unknown lr_scheduler"),
     ("rl: dppo\n", "unknown rl mode"),
