@@ -1,6 +1,6 @@
 """The multimodal example on 2 gloo ranks, wrapped by DDP, by FSDP2 and by DeepSpeed ZeRO-2 (the vision tower
-frozen inside the wrapped model): each trains, and their losses match a 1-process run of the same global batch within the
-tolerance every parallel text run gets (gradients are averaged by an all-reduce, so not bit for bit)."""
+frozen inside the wrapped model): each trains, and their losses match a 1-process run of the same global batch
+within the tolerance every parallel text run gets (gradients are averaged by an all-reduce, so not bit for bit)."""
 
 from __future__ import annotations
 
