@@ -62,18 +62,21 @@ def stored_config_path(config_path: str) -> str:
 
 
 def submit(prepared: Prepared, config_path: str, registry: Registry | None = None,
-           group_id: str | None = None) -> RunRecord:
+           group_id: str | None = None, parent: RunRecord | None = None) -> RunRecord:
+    """Record the run, submit it, store its handle. ``parent``: the run this attempt continues (``resume``);
+    the new row keeps its name, config path and sweep group and points back at it."""
     registry = registry or Registry()
     plan = prepared.plan
     launch = prepared.backend.launch
     record = registry.create(
         run_id=plan.run_id,
-        name=launch.name or Path(config_path).stem,
+        name=launch.name or (parent.name if parent else Path(config_path).stem),
         backend=plan.backend,
         bundle_hash=prepared.bundle.digest,
-        config_path=stored_config_path(config_path),
+        config_path=parent.config_path if parent else stored_config_path(config_path),
         launch=launch.model_dump_json(),
-        group_id=group_id,
+        group_id=parent.group_id if parent and group_id is None else group_id,
+        parent_id=parent.id if parent else None,
     )
     try:
         handle = prepared.backend.submit(plan)

@@ -167,23 +167,9 @@ def _newest_step(source: Any) -> int | None:
 
 def submit_resume(plan: ResumePlan, registry: Registry) -> RunRecord:
     """Record the new attempt (``parent_id`` = the run it continues), submit it, store its handle."""
-    prepared, parent = plan.prepared, plan.parent
-    launch = prepared.backend.launch
-    record = registry.create(
-        run_id=prepared.plan.run_id, name=launch.name or parent.name, backend=prepared.plan.backend,
-        bundle_hash=prepared.bundle.digest, config_path=parent.config_path, launch=launch.model_dump_json(),
-        group_id=parent.group_id, parent_id=parent.id,
-    )
-    try:
-        handle = prepared.backend.submit(prepared.plan)
-    except UserError as exc:
-        registry.update(record.id, status=State.FAILED.value, reason=exc.one_line())
-        raise
-    except BaseException as exc:
-        registry.update(record.id, status=State.FAILED.value, reason=f"submit crashed: {type(exc).__name__}")
-        raise
-    return registry.update(record.id, handle=str(handle), status=State.SUBMITTED.value,
-                           output=prepared.backend.output_location(prepared.plan, prepared.output_dir))
+    from mudpuppy.launcher import dispatch
+
+    return dispatch.submit(plan.prepared, plan.parent.config_path, registry, parent=plan.parent)
 
 
 def chain(registry: Registry, record: RunRecord) -> list[RunRecord]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from mudpuppy.launcher.cli.options import OVERRIDE_CONTEXT, config_argument
@@ -67,21 +65,6 @@ def launch(ctx: click.Context, config_path: str, backend: str | None, gpus: str 
     registry = Registry()
     record = dispatch.submit(prepared, config_path, registry)
     click.echo(f"run {record.id} submitted to {record.backend}: {record.handle}", err=True)
-    if record.output:
-        click.echo(f"outputs go to {record.output}", err=True)
-    if prepared.backend.launch.detach:
-        click.echo(record.id)
-        return 0
-    def echo(line: str) -> None:
-        sys.stdout.write(line)
-        sys.stdout.flush()
+    from mudpuppy.launcher.cli.follow import follow_or_detach
 
-    try:
-        status = dispatch.wait(record, registry, on_line=echo)
-    except KeyboardInterrupt:
-        click.echo(f"\nstopped following; the run goes on. `mudpuppy logs -f {record.id}` or "
-                   f"`mudpuppy cancel {record.id}`", err=True)
-        return 130
-    reason = f": {status.reason}" if status.reason else ""
-    click.echo(f"run {record.id} {status.state.value}{reason}", err=True)
-    return 0 if status.state.value == "succeeded" else 1
+    return follow_or_detach(record, registry, detach=bool(prepared.backend.launch.detach))

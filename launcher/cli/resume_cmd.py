@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from mudpuppy.launcher.cli.options import OVERRIDE_CONTEXT
@@ -47,21 +45,6 @@ def resume(ctx: click.Context, run: str, backend: str | None, gpus: str | None, 
     click.echo(f"run {record.id} submitted to {record.backend}: {record.handle}", err=True)
     click.echo(f"continues {parent.id} from {start} on {plan.volume} (attempt {len(attempts)} of this run: "
                f"{' -> '.join(r.id for r in attempts)})", err=True)
-    if record.output:
-        click.echo(f"outputs go to {record.output}", err=True)
-    if prepared.backend.launch.detach:
-        click.echo(record.id)
-        return 0
+    from mudpuppy.launcher.cli.follow import follow_or_detach
 
-    def echo(line: str) -> None:
-        sys.stdout.write(line)
-        sys.stdout.flush()
-
-    try:
-        status = dispatch.wait(record, registry, on_line=echo)
-    except KeyboardInterrupt:
-        click.echo(f"\nstopped following; the run goes on. `mudpuppy logs -f {record.id}`", err=True)
-        return 130
-    reason = f": {status.reason}" if status.reason else ""
-    click.echo(f"run {record.id} {status.state.value}{reason}", err=True)
-    return 0 if status.state.value == "succeeded" else 1
+    return follow_or_detach(record, registry, detach=bool(prepared.backend.launch.detach))

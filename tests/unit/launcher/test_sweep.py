@@ -132,7 +132,7 @@ def test_group_lookup_by_prefix(tmp_path: Path) -> None:
 
 
 def test_backends_table_says_how_each_backend_sweeps_and_cleans() -> None:
-    shown = mp("backends", env={"COLUMNS": "400"}).stdout
+    shown = mp("backends", env={"COLUMNS": "400"}).stdout.split("after submit")[0]  # the sweeps/gc table
     slurm = [line for line in shown.splitlines() if "│ slurm" in line][-1]
     ray = [line for line in shown.splitlines() if "│ ray" in line][-1]
     assert "one job array, %N throttle" in slurm and "run folders, venvs" in slurm
