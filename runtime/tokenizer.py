@@ -7,6 +7,7 @@ the tokenizer so ``save_pretrained`` writes it next to the trained weights.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,31 @@ def _offline() -> bool:
     )
 
 
+# tokenizer_config.json classes that AutoTokenizer resolves to the plain tokenizers-backed class
+_PLAIN_FAST = ("PreTrainedTokenizerFast", "TokenizersBackend")
+
+
+def _plain_fast_class(source: str, cfg: Any) -> bool:
+    """True when AutoTokenizer would build the plain ``PreTrainedTokenizerFast`` from this local folder (its
+    tokenizer_config.json names that class and tokenizer.json exists; Llama 3's tokenizers are like this).
+
+    Why: AutoTokenizer also loads the model's config class, which imports torch (about 4 of the 7 seconds
+    ``mudpuppy preprocess`` spends starting up); the class itself needs only ``tokenizers``. Equality with
+    AutoTokenizer's result is checked in tests/unit/runtime/test_tokenizer_fast_path.py."""
+    if cfg.trust_remote_code or cfg.tokenizer_use_fast is False:
+        return False
+    folder = Path(source)
+    try:
+        config = json.loads((folder / "tokenizer_config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (isinstance(config, dict) and config.get("tokenizer_class") in _PLAIN_FAST
+            and (folder / "tokenizer.json").is_file())
+
+
 def load_tokenizer(cfg: Any) -> Any:
     import transformers
-    from transformers import AddedToken, AutoTokenizer
+    from transformers import AddedToken
 
     from mudpuppy.runtime.data import chat_templates
 
@@ -45,11 +68,17 @@ def load_tokenizer(cfg: Any) -> Any:
         kwargs["legacy"] = cfg.tokenizer_legacy
     if cfg.revision_of_model:
         kwargs["revision"] = cfg.revision_of_model
-    cls: Any = AutoTokenizer
+    cls: Any
     if cfg.tokenizer_type:
         cls = getattr(transformers, cfg.tokenizer_type, None)
         if cls is None:
             raise UserError(f"tokenizer_type: transformers has no class {cfg.tokenizer_type!r}")
+    elif local and _plain_fast_class(source, cfg):
+        cls = transformers.PreTrainedTokenizerFast
+    else:
+        from transformers import AutoTokenizer
+
+        cls = AutoTokenizer
     try:
         tokenizer = cls.from_pretrained(
             source,

@@ -1,4 +1,4 @@
-"""Axolotl 0.19's multimodal role-mask scanner on synthetic token ids -> tests/data/golden/mm_masks.json.
+"""Axolotl 0.19's multimodal role-mask scanner on synthetic token ids -> tests/data/golden/mm_masks/cases.json.
 
     AXOLOTL_DO_NOT_TRACK=1 /work/axolotl-venv/bin/python tests/data/axolotl/make_mm_mask_goldens.py
 
@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from axolotl.processing_strategies import RoleBoundary, _compute_role_keep_mask
 
-OUT = Path(__file__).resolve().parents[1] / "golden" / "mm_masks.json"
+OUT = Path(__file__).resolve().parents[1] / "golden" / "mm_masks" / "cases.json"
 CHATML = [  # <|im_start|>=1, role words 2/3/4, "\n"=5, <|im_end|>=6; <|im_start|> alone = a shorter rival
     {"role": "system", "start": [1, 2, 5], "end": [6]},
     {"role": "user", "start": [1, 3, 5], "end": [6]},

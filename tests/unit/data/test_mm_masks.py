@@ -1,4 +1,4 @@
-"""mudpuppy's multimodal role-mask scanner equals Axolotl 0.19's on every case of tests/data/golden/mm_masks.json
+"""mudpuppy's multimodal role-mask scanner equals Axolotl 0.19's on every case of tests/data/golden/mm_masks/cases.json
 (made by Axolotl's own ``_compute_role_keep_mask``: ChatML-like markers with a shorter rival start, Pixtral /
 Mistral v7 Tekken's shared ``[/INST]``, two-token markers with ``include_start``, unterminated turns, random
 marker soups; every ``train_on_eos`` mode and several ``roles_to_train``)."""
@@ -13,7 +13,8 @@ import pytest
 from mudpuppy.runtime.data.multimodal_labels import Boundary, LabelRule
 
 pytestmark = pytest.mark.timeout(60)
-CASES = json.loads((Path(__file__).resolve().parents[2] / "data" / "golden" / "mm_masks.json").read_text())["cases"]
+GOLDEN = Path(__file__).resolve().parents[2] / "data" / "golden" / "mm_masks" / "cases.json"
+CASES = json.loads(GOLDEN.read_text())["cases"]
 
 
 @pytest.mark.parametrize("index", range(len(CASES)))
