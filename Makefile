@@ -46,11 +46,10 @@ sky-venv:
 	bash tests/infra/install-sky.sh
 
 # MUDPUPPY_REQUIRE_EXTRAS: any skip (missing extra, service, root, port) fails; --durations lists the slowest 15.
-# Two xdist workers; tests that start services are grouped onto one of them (tests/conftest.py).
 # Tests that replay a git checkout of Axolotl's main are deselected (CI has no checkout; the PyPI sdist test runs).
 test: venv lint sky-venv
 	bash tests/infra/install-deps.sh
-	MUDPUPPY_REQUIRE_EXTRAS=1 MUDPUPPY_LOCKED_VENV=1 $(PY) -m pytest -q --durations=15 -n 2 --dist loadgroup -m "not axolotl_checkout"
+	MUDPUPPY_REQUIRE_EXTRAS=1 MUDPUPPY_LOCKED_VENV=1 $(PY) -m pytest -q --durations=15 -m "not axolotl_checkout"
 
 unit: venv
 	$(PY) -m pytest -q tests/unit
