@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import sysconfig
 from importlib import metadata
 from pathlib import Path
 
@@ -104,7 +105,9 @@ def test_the_environment_was_installed_from_the_lock() -> None:
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
     pins = _lock("lock.txt")
     matched = 0
-    for dist in metadata.distributions():
+    # Only what is installed in site-packages: importing setuptools appends its _vendor folder to sys.path, and
+    # the vendored copies (platformdirs, packaging, ...) are setuptools' own pins, not installs from the lock.
+    for dist in metadata.distributions(path=[sysconfig.get_paths()["purelib"]]):
         name = canonicalize_name(dist.metadata["Name"])
         pin = lockfile.pin_for(name, python, pins)
         if pin is None:
