@@ -221,11 +221,11 @@ STRIDED_KEYS = ("stride", "context_length", "generate_max_len", "n_samples_per_p
 
 
 def _ebft(cfg: Config, warnings: list[Problem]) -> Iterator[Problem]:
-    """Structured EBFT runs on TRL's GRPO trainer; strided mode (block-parallel anchored rollouts) is refused."""
+    """Structured EBFT runs on TRL's GRPO trainer (``runtime.rl.ebft``); strided mode on our own block-parallel
+    trainer (``runtime.rl.ebft_strided``). Each mode warns about the other mode's keys, which it does not read."""
     ebft = cfg.ebft
     if ebft is not None and ebft.mode == "strided":
-        yield ("ebft", "mode"), "strided (anchored block-parallel rollouts over raw text) is not supported by " \
-                                "mudpuppy; use mode: structured with prompt/ground_truth rows"
+        yield from _ebft_strided(cfg, warnings)
         return
     if ebft is not None:
         stray = [k for k in STRIDED_KEYS if getattr(ebft, k) is not None]
@@ -238,3 +238,44 @@ def _ebft(cfg: Config, warnings: list[Problem]) -> Iterator[Problem]:
                                                               "requests; generation stops at max_completion_length"))
     if cfg.trl is not None and cfg.trl.async_prefetch:
         warnings.append((("trl", "async_prefetch"), "generation runs in step with training (no async prefetch)"))
+
+
+def _ebft_strided(cfg: Config, warnings: list[Problem]) -> Iterator[Problem]:
+    """Axolotl's rules for strided mode (its EBFTValidationMixin), with the same meaning, plus what is not read."""
+    ebft = cfg.ebft
+    assert ebft is not None
+    if cfg.torch_compile is True and cfg.gradient_checkpointing:
+        yield ("torch_compile",), "EBFT strided mode: torch_compile with gradient_checkpointing breaks " \
+                                  "recomputation on the strided masks; Axolotl refuses it too: remove torch_compile"
+    elif cfg.torch_compile is True:
+        warnings.append((("torch_compile",), "EBFT strided mode: every step has a different sequence length, so "
+                                             "torch_compile recompiles; consider removing it"))
+    if getattr(cfg, "activation_offloading", None) is True and cfg.attn_implementation == "flex_attention":
+        yield ("activation_offloading",), "EBFT strided mode: activation_offloading conflicts with flex_attention's " \
+                                          "checkpointing; Axolotl refuses it too: remove activation_offloading"
+    if cfg.attn_implementation not in (None, "eager", "sdpa"):
+        warnings.append((("attn_implementation",), f"EBFT strided mode runs attention as sdpa with dense block "
+                                                   f"masks; {cfg.attn_implementation} is not used for it"))
+    if ebft.adaptive_max_tokens or ebft.gt_length_multiplier is not None:
+        warnings.append((("ebft", "adaptive_max_tokens"), "adaptive_max_tokens/gt_length_multiplier size structured "
+                                                          "mode's generations; strided blocks are generate_max_len"))
+    if ebft.embed_method in ("completion_mean", "concat"):
+        warnings.append((("ebft", "embed_method"), f"{ebft.embed_method}: strided mode pools each block by its last "
+                                                   "token (as Axolotl does); use last_token or mean_pooling"))
+    samples = ebft.n_samples_per_prompt or 4
+    if samples == 1 and (ebft.diversity_coef is None or ebft.diversity_coef > 0):
+        warnings.append((("ebft", "n_samples_per_prompt"), "one sample per document has no diversity term; "
+                                                           "diversity_coef is taken as 0"))
+    if samples == 1 and (ebft.advantage_estimator or "rloo") != "reinforce":
+        warnings.append((("ebft", "advantage_estimator"), "one sample per document has no group baseline; "
+                                                          "advantages are the raw rewards (reinforce)"))
+    if cfg.trl is not None:
+        warnings.append((("trl",), "trl settings drive structured mode; strided mode samples with ebft.temperature "
+                                   "and ebft.top_p"))
+    seq = cfg.sequence_len or 512
+    gen, stride, ctx = ebft.generate_max_len or 8, ebft.stride or 8, ebft.context_length or 8
+    full = seq + max(0, (seq - gen - ctx) // stride + 1) * gen
+    if full * samples > 20000:
+        warnings.append((("ebft", "n_samples_per_prompt"), f"{full} tokens per rollout x {samples} samples = "
+                                                           f"{full * samples} per document per step: a 1B+ model "
+                                                           "may need more than 24 GB"))

@@ -9,7 +9,8 @@ pooled per sequence (``embed_method``) and optionally whitened. Per completion j
     reward_j = 2 * alignment_coef * cos(gen_j, gt) - 2 * diversity_coef * mean_{j' != j} dot(gen_j, gen_j')
 
 Generation is transformers' ``generate`` unless ``trl.use_vllm`` (a CUDA machine with vLLM, as for GRPO). Strided
-mode is refused at validate time. The dataset transforms are Axolotl's ``prompt_strategies.ebft`` shapes.
+mode (``runtime.rl.ebft_strided``) reuses the reward math here per block. The dataset transforms are Axolotl's
+``prompt_strategies.ebft`` shapes.
 """
 
 from __future__ import annotations
@@ -44,15 +45,24 @@ def pool(hidden: Any, mask: Any, method: str, prompt_lengths: Any = None) -> Any
     raise ValueError(f"unknown embed_method {method!r}")
 
 
-def whiten(gen: Any, gt: Any) -> tuple[Any, Any]:
-    """Both sets through ``W = V diag(1/S) V^T`` from the SVD of the generated embeddings (no direction dominates)."""
+def whiten(gen: Any, gt: Any, tol: float = 1e-6) -> tuple[Any, Any]:
+    """Both sets through ``W = V diag(1/S) V^T`` from the SVD of the generated embeddings (no direction dominates).
+
+    Batched: ``gen``/``gt`` may be (..., N, D); each leading index gets its own ``W`` (strided mode whitens the
+    ``n_samples_per_prompt`` rollouts of every block separately). Directions with a singular value under
+    ``tol * max`` are dropped (a pseudo-inverse), as the samples span at most N of the D dimensions.
+    """
     import torch
 
     _, s, vh = torch.linalg.svd(gen.float(), full_matrices=False)
-    keep = s > s.max() * 1e-6
-    v, s = vh[keep].T, s[keep]
-    w = v @ torch.diag(1.0 / s) @ v.T
+    inv = torch.where(s > s.amax(dim=-1, keepdim=True) * tol, 1.0 / s.clamp(min=1e-30), torch.zeros_like(s))
+    w = vh.transpose(-1, -2) @ (inv.unsqueeze(-1) * vh)
     return gen.float() @ w, gt.float() @ w
+
+
+def layer_indices(fractions: Any, num_layers: int) -> list[int]:
+    """``feature_layers`` fractions -> indices into ``hidden_states`` (0 is the embeddings): ``int(f * L)``."""
+    return [min(num_layers, max(0, int(f * num_layers))) for f in fractions]
 
 
 def feature_rewards(gen: Any, gt: Any, num_generations: int, alignment_coef: float,
@@ -96,7 +106,7 @@ class FeatureMatchingReward:
         self.last: dict[str, float] = {}
 
     def layer_indices(self, num_layers: int) -> list[int]:
-        return [min(num_layers, max(0, int(f * num_layers))) for f in self.layers_frac]
+        return layer_indices(self.layers_frac, num_layers)
 
     def _render(self, prompt: Any, answer: Any) -> tuple[str, str]:
         """(prompt text, prompt + answer text); chat prompts through the tokenizer's template."""

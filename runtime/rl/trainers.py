@@ -61,6 +61,11 @@ def frozen_copy(model: Any) -> Any:
 
 def build_rl_trainer(cfg: Any, *, model: Any, tokenizer: Any, train_dataset: Any, eval_dataset: Any, plan: Any,
                      callbacks: list[Any], device: str) -> Any:
+    if cfg.rl == "ebft" and cfg.ebft is not None and cfg.ebft.mode == "strided":  # our own trainer, not TRL's
+        from mudpuppy.runtime.rl.ebft_strided import build_trainer
+
+        return build_trainer(cfg, model=model, tokenizer=tokenizer, train_dataset=train_dataset,
+                             eval_dataset=eval_dataset, plan=plan, callbacks=callbacks)
     rl = plan_rl(cfg, plan.args, device=device)
     trl_cls, config_cls = _import(rl.mode)
     try:

@@ -53,7 +53,8 @@ class TRLSection(Section):
 
 
 class EBFTSection(Section):
-    """``ebft:`` (``rl: ebft``), Axolotl's keys. Structured mode runs (``runtime.rl.ebft``); strided is refused."""
+    """``ebft:`` (``rl: ebft``), Axolotl's keys: structured mode (``runtime.rl.ebft``, on TRL's GRPO) and strided
+    mode (``runtime.rl.ebft_strided``, our own trainer); each warns about the other mode's keys."""
 
     mode: Literal["structured", "strided"] | None = "structured"
     feature_layers: list[float] | None = Field(None, description="fractions of depth (default 0.25, 0.5, 0.75)")

@@ -30,6 +30,10 @@ RL_KEYS = ("rl", "reward_model", "process_reward_model")
 
 def _check(row: Mapping[str, Any], family: str) -> dict[str, Any]:
     """The fields TRL needs are present and non-empty (Axolotl fails on the same rows, without saying where)."""
+    if family == "strided":
+        from mudpuppy.runtime.rl.ebft_strided_data import check
+
+        return check(row)
     out = dict(row)
     for name in COLUMNS[family]:
         if name not in out or out[name] is None:
@@ -74,7 +78,7 @@ def _completion_fields(family: str) -> tuple[str, ...]:
 
 def handle_length(rows: list[dict[str, Any]], cfg: Any, tokenizer: Any, family: str, source: str,
                   stats: Stats) -> list[dict[str, Any]]:
-    if family == "grpo" or cfg.skip_prepare_dataset or not rows:
+    if family in ("grpo", "strided") or cfg.skip_prepare_dataset or not rows:  # strided rows are cut already
         return rows
     strategy = (cfg.excess_length_strategy or "drop").lower()
     limit = cfg.sequence_len
@@ -106,6 +110,10 @@ def handle_length(rows: list[dict[str, Any]], cfg: Any, tokenizer: Any, family: 
 
 def _tokens(rows: Any, tokenizer: Any, family: str, stats: Stats) -> None:
     if family == "grpo" or not len(rows):
+        return
+    if family == "strided":  # real (unpadded) tokens; the trainer's CE term reads the labelled ones
+        stats.train_tokens = sum(sum(r["attention_mask"]) for r in rows)
+        stats.trainable_tokens = sum(sum(1 for x in r["labels"] if x != -100) for r in rows)
         return
     if "chosen_ids" in rows.column_names:
         stats.trainable_tokens = stats.train_tokens = sum(len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in rows)
@@ -175,6 +183,7 @@ def fingerprint(cfg: Any, tokenizer: Any) -> str:
     h = hashlib.sha256(f"mudpuppy-preference-v{FORMAT_VERSION}".encode())
     h.update(cache.fingerprint(cfg, tokenizer).encode())
     h.update(json.dumps({k: getattr(cfg, k, None) for k in RL_KEYS}, default=str).encode())
+    h.update(family_of(cfg).encode())  # ebft.mode decides between text rows and token rows
     h.update(str(cfg.skip_prepare_dataset).encode())
     for ds in [*(cfg.datasets or []), *(cfg.test_datasets or [])]:
         if isinstance(ds.type, str):

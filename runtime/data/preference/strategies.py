@@ -2,8 +2,9 @@
 
 Families: ``dpo`` (rl: dpo/ipo/simpo and reward models; rows prompt/chosen/rejected), ``kto`` (prompt/completion/
 label), ``orpo`` (prompt/chosen/rejected via a chat template) and ``grpo`` (prompt plus whatever columns the
-reward functions read). Any family also takes ``module.function`` from a local file, called as Axolotl calls it
-(``fn(cfg, dataset_idx=i)`` returning ``transform`` or ``(transform, {"remove_columns": [...]})``).
+reward functions read), and ``strided`` (``rl: ebft``, ``ebft.mode: strided``: token rows, built by
+``runtime.rl.ebft_strided_data``). Any family also takes ``module.function`` from a local file, called as Axolotl
+calls it (``fn(cfg, dataset_idx=i)`` returning ``transform`` or ``(transform, {"remove_columns": [...]})``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from mudpuppy.launcher.errors import UserError
 from mudpuppy.runtime.data.preference import bradley_terry, formats, templated
-from mudpuppy.runtime.data.preference.custom import load_callable
+from mudpuppy.runtime.data.preference.custom import load_callable, module_file
 from mudpuppy.runtime.data.rows import RowError
 
 COLUMNS = {
@@ -23,12 +24,15 @@ COLUMNS = {
     "orpo": ("prompt", "chosen", "rejected"),
     "kto": ("prompt", "completion", "label"),
     "grpo": ("prompt",),
+    "strided": ("input_ids", "attention_mask", "labels"),
 }
 
 
 def family_of(cfg: Any) -> str:
     if cfg.rl in ("dpo", "ipo", "simpo") or (cfg.rl is None and (cfg.reward_model or cfg.process_reward_model)):
         return "dpo"
+    if cfg.rl == "ebft" and cfg.ebft is not None and cfg.ebft.mode == "strided":
+        return "strided"
     return "grpo" if cfg.rl in ("gdpo", "ebft") else str(cfg.rl)
 
 
@@ -67,6 +71,8 @@ def build_transform(cfg: Any, ds: Any, tokenizer: Any, index: int) -> RowTransfo
     family = family_of(cfg)
     kind = ds.type
     keep_all = family == "grpo"
+    if family == "strided":
+        return _strided(cfg, ds, tokenizer, index)
     if bradley_terry.is_bradley_terry(kind):
         return RowTransform(kind, bradley_terry.transform(cfg, ds, tokenizer), tokenized=True)
     if kind is None or kind == "passthrough" or kind == "passthrough.default":
@@ -83,10 +89,13 @@ def build_transform(cfg: Any, ds: Any, tokenizer: Any, index: int) -> RowTransfo
     builtin = _builtin(family, prefix, function, cfg, ds, tokenizer)
     if builtin is not None:
         return RowTransform(kind, builtin, keep_all=keep_all)
-    if family == "grpo" and prefix.startswith("ebft_"):
+    if family == "grpo" and prefix.startswith("ebft_") and module_file(kind) is None:
         from mudpuppy.runtime.rl.ebft import dataset_transform
 
         fn = dataset_transform(prefix, function)
+        if prefix in ("ebft_pretrain", "ebft_strided_structured", "ebft_strided_chat"):
+            raise UserError(f"datasets: {ds.path}: type {kind!r} gives token rows for ebft.mode: strided",
+                            hint="set ebft.mode: strided, or use ebft_opencode.transform for structured mode")
         if fn is not None:  # Axolotl's prompt_strategies.ebft: rows become prompt + ground_truth only
             return RowTransform(kind, fn, columns=("prompt", "ground_truth"))
         raise UserError(f"datasets: {ds.path}: type {kind!r} is not one of mudpuppy's ebft transforms",
@@ -96,6 +105,27 @@ def build_transform(cfg: Any, ds: Any, tokenizer: Any, index: int) -> RowTransfo
         raise UserError(f"datasets: {ds.path}: type {kind!r} is not a {family} format",
                         hint="known: " + ", ".join(known_types(family)))
     return _custom(cfg, ds, kind, index, tokenizer)
+
+
+def _strided(cfg: Any, ds: Any, tokenizer: Any, index: int) -> RowTransform:
+    """A local ``module.function`` file wins (Axolotl imports it first), else mudpuppy's built-in strided types."""
+    from mudpuppy.runtime.rl.ebft_strided_data import COLUMNS, FACTORIES
+
+    kind = ds.type
+    if not isinstance(kind, str):
+        raise UserError(f"datasets: {ds.path}: ebft.mode: strided needs a type giving token rows",
+                        hint="type: ebft_pretrain.transform (raw text), ebft_strided_structured.transform or "
+                             "ebft_strided_chat.transform")
+    name = kind if "." in kind else f"{kind}.default"
+    prefix, _, function = name.rpartition(".")
+    factory = FACTORIES.get((prefix, function))
+    if factory is None or module_file(kind) is not None:
+        if prefix in ("ebft_opencode", "ebft_chat_multiturn", "ebft_reasoning"):
+            raise UserError(f"datasets: {ds.path}: type {kind!r} gives prompt/ground_truth rows, which only "
+                            "ebft.mode: structured reads",
+                            hint="ebft_strided_structured.transform for prompt/completion data, or mode: structured")
+        return _custom(cfg, ds, kind, index, tokenizer)
+    return RowTransform(kind, factory(cfg, tokenizer), columns=COLUMNS if prefix != "ebft_pretrain" else None)
 
 
 def _builtin(family: str, prefix: str, function: str, cfg: Any, ds: Any, tokenizer: Any) -> Any:

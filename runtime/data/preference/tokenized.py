@@ -4,6 +4,7 @@ They come from TRL's own dataset preparation (``_prepare_dataset`` of the DPO/KT
 uninitialised trainer object that carries only the tokenizer), so the dump can never drift from what training
 sees. ORPO/SimPO tokenize inside their trainers per batch and GRPO generates, so for those modes the dump carries
 the prompt ids (and reply ids where there is a reply) tokenized the same way, without special tokens added twice.
+EBFT's strided rows are token ids already and are dumped as they are.
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ def trl_rows(cfg: Any, tokenizer: Any, dataset: Any) -> Iterator[dict[str, Any]]
     from mudpuppy.runtime.rl.args import mode_of, plan_rl
     from mudpuppy.runtime.rl.trainers import _import
 
+    if "input_ids" in dataset.column_names:  # ebft strided: the rows are the token ids the trainer reads
+        keys = [k for k in ("input_ids", "attention_mask", "labels", "prompt_length") if k in dataset.column_names]
+        for row in dataset:
+            yield {k: row[k] for k in keys}
+        return
     mode = mode_of(cfg)
     if mode in PREPARED:
         trainer_cls, config_cls = _import(mode)

@@ -4,7 +4,8 @@
     python tests/data/axolotl/measure_examples.py /path/to/axolotl.git HEAD   # a bare git dir and a revision
     ... --write   # also rewrite tests/data/axolotl/examples_main.txt (file names and outcomes only)
 
-Outcomes: ``ok``; ``axolotl-rejects`` (a value Axolotl's own schema refuses: its type for that key is ours);
+Outcomes: ``ok``; ``axolotl-rejects`` (a value Axolotl's own schema refuses: its type for that key is ours, or
+one of its validators' rules, which our message ends with "Axolotl refuses it too");
 ``typo`` (an unknown key with a did-you-mean; Axolotl drops it silently); ``unsupported`` (a name or feature
 Axolotl has and mudpuppy does not: the message says so). Anything else is ``other``, which the tests forbid,
 as they forbid tracebacks. ``names`` counts files whose optimizer, lr_scheduler, rl, chat_template and dataset
@@ -61,7 +62,7 @@ def classify(error: ConfigError) -> str:
             kinds.add("typo")
         elif any(mark in line for mark in UNSUPPORTED_MARKS):
             kinds.add("unsupported")
-        elif "Input should be" in line:
+        elif "Input should be" in line or "Axolotl refuses it too" in line:
             kinds.add("axolotl-rejects")
         else:
             kinds.add("other")

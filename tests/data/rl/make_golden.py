@@ -22,6 +22,7 @@ COMMON = {"base_model": TOK, "sequence_len": 256, "micro_batch_size": 1, "num_ep
           "learning_rate": 0.001, "seed": 42}
 CHATML = {"chat_template": "chatml"}
 KTO = {"rl": "kto", "remove_unused_columns": False}  # Axolotl insists on it for KTO
+EBFT = {"rl": "ebft", "ebft": {"mode": "strided"}, "sequence_len": 48, "special_tokens": {"pad_token": "</s>"}}
 
 
 def ds(path: str, type_: object, **extra: object) -> dict:
@@ -67,6 +68,12 @@ CASES: dict[str, dict] = {
         "prompt_format": "{system}: {prompt}", "completion_format": "{completion}!"})]},
     "orpo_chat_template_argilla": {**CHATML, "rl": "orpo",
                                    "datasets": [ds("orpo_argilla.jsonl", "chat_template.argilla")]},
+    # rl: ebft, mode: strided: token rows (input_ids, attention_mask, labels[, prompt_length]) padded to sequence_len
+    "ebft_strided_pretrain": {**EBFT, "datasets": [ds("ebft_text.jsonl", "ebft_pretrain.transform")]},
+    "ebft_strided_pretrain_question": {**EBFT, "datasets": [ds("ebft_question.jsonl", "ebft_pretrain.transform")]},
+    "ebft_strided_structured": {**EBFT, "datasets": [ds("ebft_structured.jsonl",
+                                                        "ebft_strided_structured.transform")]},
+    "ebft_strided_chat": {**EBFT, **CHATML, "datasets": [ds("ebft_chat.jsonl", "ebft_strided_chat.transform")]},
 }
 # Axolotl's config validation drops these dataset keys for rl datasets (its DPODataset schema lacks them), so
 # the oracle's strategy function is called directly on the raw config, rows in file order.
@@ -84,7 +91,8 @@ SFT_PATH: dict[str, dict] = {
                                       "datasets": [ds("bt.jsonl", "bradley_terry.chat_template",
                                                       chat_template="llama3")]},
 }
-KEEP = ("prompt", "chosen", "rejected", "completion", "label", "chosen_ids", "rejected_ids")
+KEEP = ("prompt", "chosen", "rejected", "completion", "label", "chosen_ids", "rejected_ids", "input_ids",
+        "attention_mask", "labels", "prompt_length")
 
 
 def rows(dataset: object) -> list[dict]:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import Any
 
 import pytest
+
+from tests.fixtures.tiny import EXAMPLES
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -63,7 +67,9 @@ def test_dataset_transforms_are_axolotls_shapes() -> None:
     assert dataset_transform("ebft_strided_structured", "transform") is None
 
 
-def test_strided_mode_is_refused_at_validate_and_structured_loads() -> None:
+def test_strided_mode_validates_with_axolotls_rules() -> None:
+    """Strided mode loads; Axolotl's own refusal (torch_compile + gradient checkpointing) is kept, and keys the
+    mode does not read warn instead of vanishing."""
     from mudpuppy.launcher.config import load_config_text
     from mudpuppy.launcher.errors import ConfigError
 
@@ -71,10 +77,58 @@ def test_strided_mode_is_refused_at_validate_and_structured_loads() -> None:
             "    type: ebft_opencode.transform\n")
     loaded = load_config_text(base + "ebft:\n  feature_layers: [0.5]\n  embed_method: mean_pooling\n")
     assert loaded.config.ebft is not None and loaded.config.ebft.feature_layers == [0.5]
+    strided = load_config_text(base + "ebft:\n  mode: strided\n  stride: 8\n  embed_method: concat\n"
+                               "  adaptive_max_tokens: true\ntrl:\n  num_generations: 4\n")
+    assert strided.config.ebft is not None and strided.config.ebft.stride == 8
+    said = " ".join(strided.warnings)
+    assert "pools each block by its last token" in said and "adaptive_max_tokens" in said and "trl settings" in said
     with pytest.raises(ConfigError) as info:
-        load_config_text(base + "ebft:\n  mode: strided\n  stride: 8\n")
-    assert any("ebft.mode" in line and "strided" in line and "not supported by mudpuppy" in line
-               for line in info.value.lines())
+        load_config_text(base + "torch_compile: true\ngradient_checkpointing: true\nebft:\n  mode: strided\n")
+    assert any("torch_compile" in line and "Axolotl refuses it too" in line for line in info.value.lines())
+
+
+def test_mode_and_dataset_type_must_agree(tmp_path: Path) -> None:
+    import yaml
+
+    from mudpuppy.launcher.config import load_config_text
+    from mudpuppy.launcher.errors import UserError
+    from mudpuppy.runtime.data import prepare
+
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"input": "q", "output": "a", "text": "t"}\n')
+
+    def cfg(kind: str, mode: str) -> Any:
+        return load_config_text(yaml.safe_dump({
+            "base_model": str(EXAMPLES / "tiny-llama"), "learning_rate": 1e-4, "rl": "ebft", "output_dir": "x",
+            "dataset_prepared_path": str(tmp_path / "prep"), "special_tokens": {"pad_token": "</s>"},
+            "datasets": [{"path": str(data), "type": kind}], "ebft": {"mode": mode}})).config
+
+    with pytest.raises(UserError, match="only ebft.mode: structured reads"):
+        prepare(cfg("ebft_opencode.transform", "strided"))
+    with pytest.raises(UserError, match="token rows for ebft.mode: strided"):
+        prepare(cfg("ebft_pretrain.transform", "structured"))
+
+
+def test_local_ebft_pretrain_file_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As in Axolotl, a local ebft_pretrain.py is imported before the built-in of that name."""
+    import yaml
+
+    from mudpuppy.launcher.config import load_config_text
+    from mudpuppy.runtime.data import prepare
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ebft_pretrain.py").write_text(
+        "def transform(cfg, **kwargs):\n"
+        "    def fn(example, tokenizer=None):\n"
+        "        return {'input_ids': [5, 6, 7], 'attention_mask': [1, 1, 1], 'labels': [5, 6, 7]}\n"
+        "    return fn, {'remove_columns': '__all__'}\n")
+    (tmp_path / "d.jsonl").write_text('{"text": "anything"}\n')
+    cfg = load_config_text(yaml.safe_dump({
+        "base_model": str(EXAMPLES / "tiny-llama"), "learning_rate": 1e-4, "rl": "ebft", "output_dir": "x",
+        "dataset_prepared_path": "prep", "datasets": [{"path": "d.jsonl", "type": "ebft_pretrain.transform"}],
+        "ebft": {"mode": "strided"}})).config
+    rows = list(prepare(cfg).train)
+    assert [r["input_ids"] for r in rows] == [[5, 6, 7]]
 
 
 def test_lora_features_come_from_the_base_with_the_adapter_disabled() -> None:
@@ -86,7 +140,6 @@ def test_lora_features_come_from_the_base_with_the_adapter_disabled() -> None:
 
     from mudpuppy.launcher.config import load_config_text
     from mudpuppy.runtime.rl.ebft import FeatureMatchingReward
-    from tests.fixtures.tiny import EXAMPLES
 
     path = str(EXAMPLES / "tiny-llama")
     torch.manual_seed(0)

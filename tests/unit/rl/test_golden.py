@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[3]
 GOLDEN = ROOT / "tests" / "data" / "rl"
 CASES = sorted(p.stem for p in GOLDEN.glob("*.json"))
 pytestmark = pytest.mark.timeout(120)  # per case; most take well under a second
-KEYS = ("prompt", "chosen", "rejected", "completion", "label", "chosen_ids", "rejected_ids")
+KEYS = ("prompt", "chosen", "rejected", "completion", "label", "chosen_ids", "rejected_ids", "input_ids",
+        "attention_mask", "labels", "prompt_length")
 
 
 @pytest.fixture(scope="module", autouse=True)
