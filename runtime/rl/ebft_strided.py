@@ -18,11 +18,13 @@ other rollouts of the same block), ``group_norm`` or ``reinforce``. Loss: ``rl_c
 generated tokens (each scored from the position that sampled it, weighted by its own block's advantage) +
 ``ce_coef`` * cross-entropy on the document (its labelled tokens for prompt/completion rows).
 
-Two deliberate differences from Axolotl's trainer: it scores generated token ``k`` from the hidden state at
+Deliberate differences from Axolotl's trainer: it scores generated token ``k`` from the hidden state at
 ``k - 1`` of the step-major layout (a neighbouring block's context) and spreads advantages block-major over a
 step-major layout; here each token is scored where it was sampled and carries its own block's advantage (the
-policy gradient of the paper). Padding never hosts an anchor or a CE target. Attention runs as sdpa (or eager)
-with dense masks, never flex_attention block masks.
+policy gradient of the paper). Padding is cut off: it never hosts an anchor or a CE target. Each document of a
+batch gets its own layout (its real length, its own prompt), so a long prompt in one row takes no blocks from
+another (Axolotl anchors every row past the batch's longest prompt). Attention runs as sdpa (or eager) with
+dense masks, never flex_attention block masks.
 """
 
 from __future__ import annotations
@@ -263,9 +265,19 @@ def advantages(rewards: Any, estimator: str) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- the loss
-def policy_loss(model: Any, full: Any, layout: Layout, advantage: Any, valid: Any, ce_mask: Any | None,
-                rl_coef: float, ce_coef: float) -> tuple[Any, Any, Any]:
-    """(loss, rl, ce): REINFORCE on every generated token of a valid block, + CE on ``ce_mask`` (R, S - 1).
+@dataclass
+class Terms:
+    """Summed loss terms and their token counts, so documents of different lengths combine into token means."""
+
+    rl_sum: Any
+    rl_count: Any
+    ce_sum: Any
+    ce_count: Any
+
+
+def policy_terms(model: Any, full: Any, layout: Layout, advantage: Any, ce_mask: Any | None,
+                 valid: Any | None = None) -> Terms:
+    """REINFORCE on every generated token (of a ``valid`` block), and NLL on the ``ce_mask`` (R, S - 1) targets.
 
     ``advantage``/``valid`` are (R, NB). The token of block b at step s is scored from ``layout.sources()``: the
     same logits that sampled it. ``ce_mask`` marks document targets 1..S-1 (None: no CE term computed).
@@ -282,34 +294,38 @@ def policy_loss(model: Any, full: Any, layout: Layout, advantage: Any, valid: An
     logp = torch.log_softmax(out.logits.float(), dim=-1)
     targets = full[:, s:] if ce_mask is None else torch.cat([full[:, s:], full[:, 1:s]], dim=1)
     token_logp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    gen_logp = token_logp[:, : src.numel()]
     block = torch.arange(src.numel(), device=device) % nb
-    weight = valid[:, block].float()
-    rl = -(gen_logp * advantage[:, block].detach() * weight).sum() / weight.sum().clamp(min=1)
+    weight = torch.ones_like(advantage) if valid is None else valid.float()
+    weight = weight[:, block]
+    rl_sum = -(token_logp[:, : src.numel()] * advantage[:, block].detach() * weight).sum()
     if ce_mask is None:
-        ce = torch.zeros((), device=device)
-    else:
-        m = ce_mask.float()
-        ce = -(token_logp[:, src.numel():] * m).sum() / m.sum().clamp(min=1)
+        zero = torch.zeros((), device=device)
+        return Terms(rl_sum, weight.sum(), zero, zero)
+    m = ce_mask.float()
+    return Terms(rl_sum, weight.sum(), -(token_logp[:, src.numel():] * m).sum(), m.sum())
+
+
+def combine(terms: Sequence[Terms], rl_coef: float, ce_coef: float) -> tuple[Any, Any, Any]:
+    """(loss, rl, ce): token means over every document of the batch; ``rl_coef * rl + ce_coef * ce``."""
+    rl = sum(t.rl_sum for t in terms) / sum(t.rl_count for t in terms).clamp(min=1)
+    ce = sum(t.ce_sum for t in terms) / sum(t.ce_count for t in terms).clamp(min=1)
     return rl_coef * rl + ce_coef * ce, rl, ce
 
 
-# ---------------------------------------------------------------------------------------------- one step
-def anchor_of(inputs: dict[str, Any], settings: Settings) -> tuple[int, bool]:
-    """Axolotl's rule: prompt/completion rows (a ``prompt_length``, or labels masking a prefix) anchor past the
-    longest prompt + ``min_completion_prefix``; raw text at ``context_length``."""
-    lengths = None
-    if "prompt_length" in inputs:
-        lengths = inputs["prompt_length"]
-    elif "labels" in inputs:
-        labelled = inputs["labels"] != -100
-        first = labelled.float().argmax(dim=1)
-        lengths = first.where(labelled.any(dim=1), first.new_full(first.shape, labelled.shape[1]))
-        if int(lengths.min()) <= 0:
-            lengths = None
-    if lengths is None:
+# ---------------------------------------------------------------------------------------------- one document
+def anchor_of(row: dict[str, Any], settings: Settings) -> tuple[int, bool]:
+    """Where the first anchor goes in one document: past its prompt + ``min_completion_prefix`` for
+    prompt/completion rows (a ``prompt_length``, or labels masking a prefix), else at ``context_length``.
+    Axolotl takes the longest prompt of the batch for every row; here each document has its own."""
+    length = None
+    if "prompt_length" in row:
+        length = int(row["prompt_length"])
+    elif "labels" in row:
+        labelled = (row["labels"] != -100).nonzero()
+        length = int(labelled[0]) if len(labelled) else int(row["labels"].shape[0])
+    if not length:  # raw text: labels are the ids
         return settings.context_length, False
-    return max(int(lengths.max()) + settings.min_completion_prefix, settings.context_length), True
+    return max(length + settings.min_completion_prefix, settings.context_length), True
 
 
 class StridedEBFTTrainer(MudpuppyTrainer):
@@ -339,53 +355,57 @@ class StridedEBFTTrainer(MudpuppyTrainer):
         finally:
             network.train(was)
 
+    def _document(self, model: Any, row: dict[str, Any]) -> tuple[Terms, dict[str, Any]] | None:
+        """One document (padding cut off): its rollouts, rewards, advantages and loss terms; None: no block fits."""
+        st = self.ebft
+        real = int(row["attention_mask"].nonzero().max()) + 1 if bool(row["attention_mask"].any()) else 0
+        anchor, structured = anchor_of(row, st)
+        layout = Layout(seq_len=real, anchor=anchor, stride=st.stride, gen_len=st.generate_max_len)
+        if real == 0 or layout.num_blocks <= 0:
+            if not self._short_warned:
+                log.warning("ebft strided: a document of %d tokens has no block (first anchor %d + generate_max_len "
+                            "%d); it trains nothing", real, anchor, st.generate_max_len)
+                self._short_warned = True
+            return None
+        n, nb = st.n_samples, layout.num_blocks
+        docs = row["input_ids"][:real].unsqueeze(0).expand(n, -1)
+        was = model.training
+        model.eval()
+        try:
+            full = generate(model, docs, layout, st.temperature, st.top_p)
+        finally:
+            model.train(was)
+        gen, gt = self._features(full, layout)
+        parts = block_rewards(gen.view(1, n, nb, -1), gt.view(1, n, nb, -1), st)
+        adv = advantages(parts["reward"], st.advantage_estimator)
+        ce_mask = None
+        if st.ce_coef > 0:
+            target = row["labels"][1:real] != -100 if structured else row["attention_mask"][1:real].bool()
+            ce_mask = target.unsqueeze(0).expand(n, -1)
+        terms = policy_terms(model, full, layout, adv.reshape(n, nb), ce_mask)
+        return terms, {**parts, "advantage": adv, "blocks": nb}
+
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
         import torch
 
         inputs.pop(REAL_TOKENS_KEY, None)
-        st = self.ebft
-        mask = inputs["attention_mask"]
-        real = torch.where(mask.any(dim=1), mask.shape[1] - mask.flip(1).float().argmax(dim=1), 0)
-        s = int(real.max())  # trailing padding of the whole batch is cut; a shorter row's blocks past its end drop
-        docs = inputs["input_ids"][:, :s]
-        anchor, structured = anchor_of(inputs, st)
-        layout = Layout(seq_len=s, anchor=anchor, stride=st.stride, gen_len=st.generate_max_len)
-        starts = anchor + torch.arange(max(layout.num_blocks, 0), device=docs.device) * st.stride
-        valid = (starts + st.generate_max_len).unsqueeze(0) <= real.unsqueeze(1)  # (B, NB)
-        if layout.num_blocks <= 0 or not bool(valid.any()):
-            if not self._short_warned:
-                log.warning("ebft strided: a batch of %d tokens has no block (anchor %d + generate_max_len %d); "
-                            "it trains nothing", s, anchor, st.generate_max_len)
-                self._short_warned = True
+        rows = [{k: v[i] for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+                for i in range(inputs["input_ids"].shape[0])]
+        done = [d for d in (self._document(model, row) for row in rows) if d is not None]
+        if not done:
             zero = sum((p * 0).sum() for p in model.parameters() if p.requires_grad)
             return (zero, None) if return_outputs else zero
-        n = st.n_samples
-        repeated = docs.repeat_interleave(n, dim=0)
-        was = model.training
-        model.eval()
-        try:
-            full = generate(model, repeated, layout, st.temperature, st.top_p)
-        finally:
-            model.train(was)
-        gen, gt = self._features(full, layout)
-        b, nb = docs.shape[0], layout.num_blocks
-        parts = block_rewards(gen.view(b, n, nb, -1), gt.view(b, n, nb, -1), st)
-        adv = advantages(parts["reward"], st.advantage_estimator)
-        ce_mask = None
-        if st.ce_coef > 0:
-            target = inputs["labels"][:, 1:s] != -100 if structured else mask[:, 1:s].bool()
-            ce_mask = target.repeat_interleave(n, dim=0)
-        loss, rl, ce = policy_loss(model, full, layout, adv.reshape(b * n, nb),
-                                   valid.repeat_interleave(n, dim=0), ce_mask, st.rl_coef, st.ce_coef)
-        v = valid.unsqueeze(1).expand_as(parts["reward"])
-        self._record({"ebft/rl_loss": rl.item(), "ebft/ce_loss": ce.item(),
-                      "ebft/mean_reward": parts["reward"][v].mean().item(),
-                      "ebft/alignment": 2 * parts["alignment"][v].mean().item(),  # Axolotl's scale: [-2, 2]
-                      "ebft/diversity": 2 * parts["diversity"][v].mean().item(),
-                      "ebft/cfm_loss": parts["cfm"][valid].mean().item(),
-                      "ebft/advantages_std": adv[v].std().item() if int(v.sum()) > 1 else 0.0,
-                      "ebft/num_blocks": float(valid.sum(dim=1).float().mean())})
+        loss, rl, ce = combine([t for t, _ in done], self.ebft.rl_coef, self.ebft.ce_coef)
+
+        def mean(key: str, scale: float = 1.0) -> float:
+            return scale * float(torch.cat([p[key].flatten() for _, p in done]).mean())
+
+        adv = torch.cat([p["advantage"].flatten() for _, p in done])
+        self._record({"ebft/rl_loss": rl.item(), "ebft/ce_loss": ce.item(), "ebft/mean_reward": mean("reward"),
+                      "ebft/alignment": mean("alignment", 2.0), "ebft/diversity": mean("diversity", 2.0),  # Axolotl's
+                      "ebft/cfm_loss": mean("cfm"), "ebft/advantages_std": float(adv.std()) if adv.numel() > 1 else 0.0,
+                      "ebft/num_blocks": sum(p["blocks"] for _, p in done) / len(rows)})
         return (loss, None) if return_outputs else loss
 
     def prediction_step(self, model: Any, inputs: dict[str, Any], prediction_loss_only: bool,

@@ -65,10 +65,10 @@ def test_anchor_and_settings_rules() -> None:
     from mudpuppy.runtime.rl.ebft_strided import Settings, anchor_of
 
     st = Settings(context_length=3, min_completion_prefix=2)
-    assert anchor_of({"prompt_length": torch.tensor([5, 7])}, st) == (9, True)
-    labels = torch.tensor([[-100, -100, -100, -100, 5, 6], [-100, -100, 4, 5, 6, 7]])
-    assert anchor_of({"labels": labels}, st) == (6, True)
-    assert anchor_of({"labels": torch.tensor([[1, 2, 3]])}, st) == (3, False)  # raw text: labels = ids
+    assert anchor_of({"prompt_length": torch.tensor(7)}, st) == (9, True)
+    assert anchor_of({"labels": torch.tensor([-100, -100, -100, -100, 5, 6])}, st) == (6, True)
+    assert anchor_of({"labels": torch.tensor([-100, 4, 5, 6])}, st) == (3, True)  # context_length is the floor
+    assert anchor_of({"labels": torch.tensor([1, 2, 3])}, st) == (3, False)  # raw text: labels = ids
     cfg = load_config_text(yaml.safe_dump({
         "base_model": "m", "learning_rate": 1e-4, "rl": "ebft", "datasets": [{"path": "d.jsonl",
                                                                               "type": "ebft_pretrain.transform"}],
@@ -161,7 +161,7 @@ def test_block_features_equal_separate_forwards() -> None:
 def test_loss_gradient_equals_separate_sequences(attn: str) -> None:
     import torch
 
-    from mudpuppy.runtime.rl.ebft_strided import generate, policy_loss
+    from mudpuppy.runtime.rl.ebft_strided import combine, generate, policy_terms
 
     model = _model(attn)
     docs, lay = _setup()
@@ -172,7 +172,8 @@ def test_loss_gradient_equals_separate_sequences(attn: str) -> None:
     ce_mask = torch.rand(2, lay.seq_len - 1) > 0.3
     rl_coef, ce_coef = 0.7, 0.3
     model.zero_grad()
-    loss, rl, ce = policy_loss(model, full, lay, adv, valid, ce_mask, rl_coef, ce_coef)
+    rows = [policy_terms(model, full[r:r + 1], lay, adv[r:r + 1], ce_mask[r:r + 1], valid[r:r + 1]) for r in (0, 1)]
+    loss, rl, ce = combine(rows, rl_coef, ce_coef)  # two documents: token means over both
     loss.backward()
     ours = {n: p.grad.clone() for n, p in model.named_parameters()}
 
