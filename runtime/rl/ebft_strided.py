@@ -275,34 +275,71 @@ class Terms:
     ce_count: Any
 
 
-def policy_terms(model: Any, full: Any, layout: Layout, advantage: Any, ce_mask: Any | None,
-                 valid: Any | None = None) -> Terms:
-    """REINFORCE on every generated token (of a ``valid`` block), and NLL on the ``ce_mask`` (R, S - 1) targets.
+@dataclass
+class Rollouts:
+    """One document's sampled sequences (N, layout.total) and what its loss needs."""
 
-    ``advantage``/``valid`` are (R, NB). The token of block b at step s is scored from ``layout.sources()``: the
-    same logits that sampled it. ``ce_mask`` marks document targets 1..S-1 (None: no CE term computed).
+    full: Any
+    layout: Layout
+    advantage: Any               # (N, NB)
+    ce_mask: Any | None = None   # (N, S - 1) document targets 1..S-1 in the CE term; None: no CE term
+    valid: Any | None = None     # (N, NB) blocks that count; None: all
+
+
+def policy_terms(model: Any, batch: Sequence[Rollouts]) -> list[Terms]:
+    """Per document: REINFORCE on its generated tokens, NLL on its ``ce_mask`` targets; one forward for all.
+
+    Documents have their own layouts: each sits in its rows, padded to the longest sequence (a padding token sees
+    only itself), with its own mask and positions; only the scored positions reach the LM head. The token of
+    block b at step s is scored from ``layout.sources()``: the same logits that sampled it. One forward keeps
+    DDP to one forward per backward.
     """
     import torch
 
-    rows, s, nb = full.shape[0], layout.seq_len, layout.num_blocks
-    device = full.device
-    src = layout.sources(None, device)
-    keep = src if ce_mask is None else torch.cat([src, torch.arange(s - 1, device=device)])
-    out = model(input_ids=full, attention_mask=attention_mask(layout.allowed(layout.gen_len, device), rows, model),
-                position_ids=layout.positions(layout.gen_len, device).expand(rows, -1), logits_to_keep=keep,
-                use_cache=False)
-    logp = torch.log_softmax(out.logits.float(), dim=-1)
-    targets = full[:, s:] if ce_mask is None else torch.cat([full[:, s:], full[:, 1:s]], dim=1)
-    token_logp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    block = torch.arange(src.numel(), device=device) % nb
-    weight = torch.ones_like(advantage) if valid is None else valid.float()
-    weight = weight[:, block]
-    rl_sum = -(token_logp[:, : src.numel()] * advantage[:, block].detach() * weight).sum()
-    if ce_mask is None:
-        zero = torch.zeros((), device=device)
-        return Terms(rl_sum, weight.sum(), zero, zero)
-    m = ce_mask.float()
-    return Terms(rl_sum, weight.sum(), -(token_logp[:, src.numel():] * m).sum(), m.sum())
+    device = batch[0].full.device
+    width = max(r.layout.total for r in batch)
+    rows = sum(r.full.shape[0] for r in batch)
+    ids = torch.zeros(rows, width, dtype=batch[0].full.dtype, device=device)
+    allowed = torch.eye(width, dtype=torch.bool, device=device).repeat(rows, 1, 1)
+    positions = torch.zeros(rows, width, dtype=torch.long, device=device)
+    keep = torch.zeros(rows, width, dtype=torch.bool, device=device)
+    spans, at = [], 0
+    for r in batch:
+        lay, n, t = r.layout, r.full.shape[0], r.layout.total
+        ids[at:at + n, :t] = r.full
+        allowed[at:at + n, :t, :t] = lay.allowed(lay.gen_len, device)
+        positions[at:at + n, :t] = lay.positions(lay.gen_len, device)
+        scored = lay.sources(None, device)
+        if r.ce_mask is not None:
+            scored = torch.cat([scored, torch.arange(lay.seq_len - 1, device=device)])
+        keep[at:at + n, scored] = True
+        spans.append((at, n, scored))
+        at += n
+    mask = allowed.unsqueeze(1)
+    if _attn(model) == "eager":
+        mask = torch.zeros(mask.shape, device=device).masked_fill(~mask, torch.finfo(torch.float32).min)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep, use_cache=False)
+    logits = out.logits.reshape(-1, out.logits.shape[-1])  # (kept positions, V), row-major
+    rank = keep.flatten().long().cumsum(0) - 1
+    terms = []
+    for r, (at, n, scored) in zip(batch, spans, strict=True):
+        lay, nb = r.layout, r.layout.num_blocks
+        flat = rank.view(rows, width)[at:at + n][:, scored]  # (n, K) rows of ``logits``
+        targets = r.full[:, lay.seq_len:]
+        if r.ce_mask is not None:
+            targets = torch.cat([targets, r.full[:, 1:lay.seq_len]], dim=1)
+        logp = torch.log_softmax(logits[flat].float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        generated = lay.gen_len * nb
+        block = torch.arange(generated, device=device) % nb
+        weight = (torch.ones_like(r.advantage) if r.valid is None else r.valid.float())[:, block]
+        rl_sum = -(logp[:, :generated] * r.advantage[:, block].detach() * weight).sum()
+        if r.ce_mask is None:
+            zero = torch.zeros((), device=device)
+            terms.append(Terms(rl_sum, weight.sum(), zero, zero))
+        else:
+            m = r.ce_mask.float()
+            terms.append(Terms(rl_sum, weight.sum(), -(logp[:, generated:] * m).sum(), m.sum()))
+    return terms
 
 
 def combine(terms: Sequence[Terms], rl_coef: float, ce_coef: float) -> tuple[Any, Any, Any]:
@@ -355,8 +392,8 @@ class StridedEBFTTrainer(MudpuppyTrainer):
         finally:
             network.train(was)
 
-    def _document(self, model: Any, row: dict[str, Any]) -> tuple[Terms, dict[str, Any]] | None:
-        """One document (padding cut off): its rollouts, rewards, advantages and loss terms; None: no block fits."""
+    def _document(self, model: Any, row: dict[str, Any]) -> tuple[Rollouts, dict[str, Any]] | None:
+        """One document (padding cut off): its rollouts, rewards and advantages; None: no block fits."""
         st = self.ebft
         real = int(row["attention_mask"].nonzero().max()) + 1 if bool(row["attention_mask"].any()) else 0
         anchor, structured = anchor_of(row, st)
@@ -382,8 +419,7 @@ class StridedEBFTTrainer(MudpuppyTrainer):
         if st.ce_coef > 0:
             target = row["labels"][1:real] != -100 if structured else row["attention_mask"][1:real].bool()
             ce_mask = target.unsqueeze(0).expand(n, -1)
-        terms = policy_terms(model, full, layout, adv.reshape(n, nb), ce_mask)
-        return terms, {**parts, "advantage": adv, "blocks": nb}
+        return Rollouts(full, layout, adv.reshape(n, nb), ce_mask), {**parts, "advantage": adv, "blocks": nb}
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
@@ -396,7 +432,7 @@ class StridedEBFTTrainer(MudpuppyTrainer):
         if not done:
             zero = sum((p * 0).sum() for p in model.parameters() if p.requires_grad)
             return (zero, None) if return_outputs else zero
-        loss, rl, ce = combine([t for t, _ in done], self.ebft.rl_coef, self.ebft.ce_coef)
+        loss, rl, ce = combine(policy_terms(model, [r for r, _ in done]), self.ebft.rl_coef, self.ebft.ce_coef)
 
         def mean(key: str, scale: float = 1.0) -> float:
             return scale * float(torch.cat([p[key].flatten() for _, p in done]).mean())

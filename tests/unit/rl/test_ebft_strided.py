@@ -161,7 +161,7 @@ def test_block_features_equal_separate_forwards() -> None:
 def test_loss_gradient_equals_separate_sequences(attn: str) -> None:
     import torch
 
-    from mudpuppy.runtime.rl.ebft_strided import combine, generate, policy_terms
+    from mudpuppy.runtime.rl.ebft_strided import Layout, Rollouts, combine, generate, policy_terms
 
     model = _model(attn)
     docs, lay = _setup()
@@ -172,29 +172,40 @@ def test_loss_gradient_equals_separate_sequences(attn: str) -> None:
     ce_mask = torch.rand(2, lay.seq_len - 1) > 0.3
     rl_coef, ce_coef = 0.7, 0.3
     model.zero_grad()
-    rows = [policy_terms(model, full[r:r + 1], lay, adv[r:r + 1], ce_mask[r:r + 1], valid[r:r + 1]) for r in (0, 1)]
-    loss, rl, ce = combine(rows, rl_coef, ce_coef)  # two documents: token means over both
+    # three documents in one forward: the two above, and the second one's first 9 tokens with its own layout
+    short = Layout(seq_len=9, anchor=2, stride=2, gen_len=3)  # blocks at 2, 4, 6 (6 + 3 <= 9), 2 rollouts
+    torch.manual_seed(4)
+    full_short = generate(model, docs[1:2, :9].expand(2, -1), short, temperature=1.0, top_p=1.0)
+    adv_short = torch.tensor([[1.0, -2.0, 0.25], [0.5, 0.5, -1.0]])
+    ce_short = torch.tensor([[True] * 8, [False, True] * 4])
+    batch = [Rollouts(full[r:r + 1], lay, adv[r:r + 1], ce_mask[r:r + 1], valid[r:r + 1]) for r in (0, 1)]
+    batch.append(Rollouts(full_short, short, adv_short, ce_short))
+    loss, rl, ce = combine(policy_terms(model, batch), rl_coef, ce_coef)  # token means over all documents
     loss.backward()
     ours = {n: p.grad.clone() for n, p in model.named_parameters()}
 
     model.zero_grad()
     terms, count = [], 0
-    for r in range(2):
-        for b in range(lay.num_blocks):
-            if not valid[r, b]:
+    cases = [(docs[r], full[r], lay, adv[r], valid[r], ce_mask[r]) for r in (0, 1)]
+    cases += [(docs[1, :9], full_short[i], short, adv_short[i], torch.ones(3, dtype=torch.bool), ce_short[i])
+              for i in (0, 1)]
+    for doc, seq, layout, a, ok, _ in cases:
+        for b in range(layout.num_blocks):
+            if not ok[b]:
                 continue
-            prefix = docs[r, : lay.anchor + b * lay.stride]
-            block = full[r, lay.generated()[b]]
+            prefix = doc[: layout.anchor + b * layout.stride]
+            block = seq[layout.generated()[b]]
             logp = torch.log_softmax(model(input_ids=torch.cat([prefix, block])[None]).logits[0], dim=-1)
-            at = torch.arange(len(prefix) - 1, len(prefix) - 1 + lay.gen_len)
-            terms.append(-(adv[r, b] * logp[at, block]).sum())
-            count += lay.gen_len
+            at = torch.arange(len(prefix) - 1, len(prefix) - 1 + layout.gen_len)
+            terms.append(-(a[b] * logp[at, block]).sum())
+            count += layout.gen_len
     rl_ref = torch.stack(terms).sum() / count
-    ce_terms = []
-    for r in range(2):
-        logp = torch.log_softmax(model(input_ids=docs[r][None]).logits[0, :-1], dim=-1)
-        ce_terms.append(-(logp.gather(-1, docs[r, 1:, None])[:, 0] * ce_mask[r]).sum())
-    ce_ref = torch.stack(ce_terms).sum() / ce_mask.sum()
+    ce_terms, ce_count = [], 0
+    for doc, _, _, _, _, m in cases:
+        logp = torch.log_softmax(model(input_ids=doc[None]).logits[0, :-1], dim=-1)
+        ce_terms.append(-(logp.gather(-1, doc[1:, None])[:, 0] * m).sum())
+        ce_count += int(m.sum())
+    ce_ref = torch.stack(ce_terms).sum() / ce_count
     (rl_coef * rl_ref + ce_coef * ce_ref).backward()
     assert rl.item() == pytest.approx(rl_ref.item(), rel=1e-5)
     assert ce.item() == pytest.approx(ce_ref.item(), rel=1e-5)
