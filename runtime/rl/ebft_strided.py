@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from mudpuppy.runtime.rl.ebft import DEFAULT_LAYERS, feature_rewards, layer_indices, pool, whiten
@@ -65,26 +65,22 @@ class Settings:
 
     @classmethod
     def from_config(cls, cfg: Any) -> Settings:
+        """Every strided ``ebft:`` key; unset ones keep Axolotl's defaults."""
         e = cfg.ebft
-        base = cls()
-        values: dict[str, Any] = {}
-        for field, key in (("stride", "stride"), ("context_length", "context_length"),
-                           ("generate_max_len", "generate_max_len"), ("n_samples", "n_samples_per_prompt"),
-                           ("temperature", "temperature"), ("top_p", "top_p"), ("embed_method", "embed_method"),
-                           ("use_whitening", "use_whitening"), ("alignment_coef", "alignment_coef"),
-                           ("diversity_coef", "diversity_coef"), ("rl_coef", "rl_coef"), ("ce_coef", "ce_coef"),
-                           ("advantage_estimator", "advantage_estimator"),
-                           ("min_completion_prefix", "min_completion_prefix")):
-            value = getattr(e, key, None) if e is not None else None
-            if value is not None:
-                values[field] = value
-        if e is not None and e.feature_layers:
-            values["feature_layers"] = tuple(e.feature_layers)
-        settings = cls(**{**base.__dict__, **values})
+        keys = {"stride": "stride", "context_length": "context_length", "generate_max_len": "generate_max_len",
+                "n_samples": "n_samples_per_prompt", "temperature": "temperature", "top_p": "top_p",
+                "embed_method": "embed_method", "use_whitening": "use_whitening",
+                "alignment_coef": "alignment_coef", "diversity_coef": "diversity_coef", "rl_coef": "rl_coef",
+                "ce_coef": "ce_coef", "advantage_estimator": "advantage_estimator",
+                "min_completion_prefix": "min_completion_prefix", "feature_layers": "feature_layers"}
+        given = {field: getattr(e, key) for field, key in keys.items() if e is not None and getattr(e, key)
+                 is not None}
+        if "feature_layers" in given:
+            given["feature_layers"] = tuple(given["feature_layers"]) or DEFAULT_LAYERS
+        settings = replace(cls(), **given)
         if settings.n_samples == 1:  # no other rollouts: no diversity term, no group baseline (as in Axolotl)
-            settings = cls(**{**settings.__dict__, "diversity_coef": 0.0,
-                              "advantage_estimator": "reinforce" if settings.advantage_estimator == "rloo"
-                              else settings.advantage_estimator})
+            estimator = "reinforce" if settings.advantage_estimator == "rloo" else settings.advantage_estimator
+            settings = replace(settings, diversity_coef=0.0, advantage_estimator=estimator)
         return settings
 
 

@@ -76,6 +76,18 @@ def test_anchor_and_settings_rules() -> None:
     one = Settings.from_config(cfg)
     assert (one.n_samples, one.diversity_coef, one.advantage_estimator, one.stride, one.ce_coef) == \
         (1, 0.0, "reinforce", 4, 0.1)
+    # every key of Axolotl's llama-1b-ebft-strided-structured.yaml ebft: block is read (values changed to tell)
+    block = {"mode": "strided", "stride": 5, "context_length": 7, "generate_max_len": 6, "n_samples_per_prompt": 3,
+             "temperature": 0.5, "top_p": 0.9, "feature_layers": [0.5, 1.0], "embed_method": "mean_pooling",
+             "use_whitening": True, "alignment_coef": 1.5, "diversity_coef": 0.25, "rl_coef": 2.0,
+             "ce_coef": 0.03, "advantage_estimator": "group_norm", "min_completion_prefix": 8}
+    cfg = load_config_text(yaml.safe_dump({
+        "base_model": "m", "learning_rate": 1e-4, "rl": "ebft", "ebft": block,
+        "datasets": [{"path": "d.jsonl", "type": "ebft_strided_structured.transform"}]})).config
+    assert Settings.from_config(cfg) == Settings(
+        stride=5, context_length=7, generate_max_len=6, n_samples=3, temperature=0.5, top_p=0.9,
+        feature_layers=(0.5, 1.0), embed_method="mean_pooling", use_whitening=True, alignment_coef=1.5,
+        diversity_coef=0.25, rl_coef=2.0, ce_coef=0.03, advantage_estimator="group_norm", min_completion_prefix=8)
 
 
 def test_top_p_keeps_the_smallest_head() -> None:
