@@ -51,3 +51,29 @@ def test_strided_train_completes_and_ce_falls(tmp_path: Path) -> None:
     assert sum(ce[-2:]) / 2 < sum(ce[:2]) / 2 - 0.1, ce
     assert all(-2.0 <= r["ebft/alignment"] <= 2.0 for r in logs)
     assert (tmp_path / "out" / "adapter_model.safetensors").is_file()
+
+
+def test_strided_structured_full_finetune_with_checkpointing(tmp_path: Path) -> None:
+    """Prompt/completion rows (ebft_strided_structured.transform, Axolotl's llama-1b-ebft-strided-structured.yaml
+    shape) on a full fine-tune (the feature network is a frozen copy of the start) with gradient checkpointing:
+    anchors sit past each prompt, the CE term reads only completion tokens, the run completes."""
+    import io
+
+    from mudpuppy.launcher.config import load_config_text
+    from mudpuppy.launcher.contract import EXIT_OK
+    from mudpuppy.runtime.train.run import run_training
+
+    cfg = {
+        "base_model": str(EXAMPLES / "tiny-llama"), "reinit_weights": True, "seed": 7, "rl": "ebft",
+        "ebft": {"mode": "strided", "stride": 4, "context_length": 4, "generate_max_len": 4, "n_samples_per_prompt": 2,
+                 "min_completion_prefix": 2, "ce_coef": 0.03, "embed_method": "mean_pooling"},
+        "datasets": [{"path": str(ROOT / "tests" / "data" / "rl" / "inputs" / "ebft_structured.jsonl"),
+                      "type": "ebft_strided_structured.transform"}],
+        "special_tokens": {"pad_token": "</s>"}, "sequence_len": 48, "micro_batch_size": 2, "max_steps": 2,
+        "learning_rate": 1e-3, "gradient_checkpointing": True, "gradient_checkpointing_kwargs": {"use_reentrant": True},
+        "bf16": False, "logging_steps": 1, "save_strategy": "no", "output_dir": str(tmp_path / "out"),
+    }
+    config = load_config_text(yaml.safe_dump(cfg), name="structured.yml").config
+    assert run_training(config, stream=io.StringIO()) == EXIT_OK
+    logs = [r for r in map(json.loads, (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+    assert len(logs) == 2 and all(r["ebft/num_blocks"] > 0 and math.isfinite(r["ebft/ce_loss"]) for r in logs), logs
