@@ -40,13 +40,15 @@ def _explain(line: str, cfg: object) -> str:
 
 @config.command(context_settings=OVERRIDE_CONTEXT)
 @config_argument
+@click.option("--strict-keys", is_flag=True,
+              help="Unknown keys are errors, not warnings (same as MUDPUPPY_STRICT_KEYS=1 for every command).")
 @click.pass_context
-def validate(ctx: click.Context, config_path: str) -> None:
+def validate(ctx: click.Context, config_path: str, strict_keys: bool) -> None:
     """Check CONFIG (names, types, conflicts) without running anything."""
     from mudpuppy.launcher.errors import ConfigError
 
     try:
-        loaded = load_with_overrides(config_path, ctx.args)
+        loaded = load_with_overrides(config_path, ctx.args, strict_keys=strict_keys or None)
     except ConfigError as exc:
         click.echo(f"{config_path}: {len(exc.problems)} problem(s)" + (f"; {exc.summary}" if exc.summary else ""))
         raise

@@ -3,11 +3,18 @@
 Order matters: names are checked before types so a typo reads "unknown key 'lora_alpah' (did you mean
 'lora_alpha'?)" rather than a pydantic dump, and Axolotl keys we do not implement are dropped with one warning
 each before pydantic ever sees them.
+
+An unknown key in the file, in a section Axolotl defines, is a warning and is dropped: Axolotl ignores such keys
+silently, and its own examples carry a few misspellings (``adam_eps``, ``context_parapllel_size``) that must not stop
+a config that runs there. ``MUDPUPPY_STRICT_KEYS=1`` (``config validate --strict-keys``) makes them errors. An
+unknown key in mudpuppy's own ``launch:`` section or in a ``--key`` override is always an error: nothing upstream
+defines those, so a misspelling there can only be a mistake.
 """
 
 from __future__ import annotations
 
 import difflib
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -26,6 +33,8 @@ from mudpuppy.launcher.config.schema.model import SpecialTokens
 from mudpuppy.launcher.config.schema.rl import TRLSection
 from mudpuppy.launcher.config.source import ConfigSource, KeyPath, parse_yaml, read_source
 from mudpuppy.launcher.errors import ConfigError, UserError
+
+STRICT_KEYS_ENV = "MUDPUPPY_STRICT_KEYS"
 
 
 @dataclass
@@ -50,16 +59,23 @@ class _Tally:
         return f"{self.used} keys used, {self.unsupported} unsupported"
 
 
-def load_config(location: str | Path, overrides: dict[str, Any] | None = None) -> LoadedConfig:
+def load_config(
+    location: str | Path, overrides: dict[str, Any] | None = None, *, strict_keys: bool | None = None
+) -> LoadedConfig:
+    """``strict_keys``: unknown keys are errors; None reads ``MUDPUPPY_STRICT_KEYS``."""
     source = read_source(location)
-    return validate_source(source, overrides or {})
+    return validate_source(source, overrides or {}, strict_keys=strict_keys)
 
 
-def load_config_text(text: str, name: str = "<config>", overrides: dict[str, Any] | None = None) -> LoadedConfig:
-    return validate_source(parse_yaml(text, name), overrides or {})
+def load_config_text(
+    text: str, name: str = "<config>", overrides: dict[str, Any] | None = None, *, strict_keys: bool | None = None
+) -> LoadedConfig:
+    return validate_source(parse_yaml(text, name), overrides or {}, strict_keys=strict_keys)
 
 
-def validate_source(source: ConfigSource, overrides: dict[str, Any]) -> LoadedConfig:
+def validate_source(
+    source: ConfigSource, overrides: dict[str, Any], *, strict_keys: bool | None = None
+) -> LoadedConfig:
     problems: list[str] = []
     tally = _Tally()
     if isinstance(source.data, dict) and source.data.get("strict") is True:
@@ -76,7 +92,8 @@ def validate_source(source: ConfigSource, overrides: dict[str, Any]) -> LoadedCo
             return "--" + ".".join(str(p) for p in path)
         return source.where(path)
 
-    _check_names(source.data, Config, (), where, problems, tally)
+    strict = os.environ.get(STRICT_KEYS_ENV, "") not in ("", "0") if strict_keys is None else strict_keys
+    _check_names(source.data, Config, (), where, problems, tally, strict=strict, overrides=override_paths)
     if problems:
         raise ConfigError(problems, warnings=tally.warnings, summary=tally.summary())
     try:
@@ -168,6 +185,9 @@ def _check_names(
     where: Any,
     problems: list[str],
     tally: _Tally,
+    *,
+    strict: bool = False,
+    overrides: frozenset[KeyPath] | set[KeyPath] = frozenset(),
 ) -> None:
     if not isinstance(data, dict):
         return
@@ -181,7 +201,7 @@ def _check_names(
         if key in known:
             tally.used += 1
             annotation = model.model_fields[_canonical(model, key)].annotation
-            _check_nested(data[key], annotation, path, where, problems, tally)
+            _check_nested(data[key], annotation, path, where, problems, tally, strict=strict, overrides=overrides)
             continue
         if key in axolotl_known:
             value = data.pop(key)
@@ -191,7 +211,13 @@ def _check_names(
             continue
         suggestion = difflib.get_close_matches(key, sorted(known | axolotl_known), n=1, cutoff=0.6)
         hint = f" (did you mean {suggestion[0]!r}?)" if suggestion else ""
-        problems.append(f"{where(path)}: unknown key {_dotted(path)!r}{hint}")
+        ours = path[0] == "launch" or path[:1] in overrides or path in overrides
+        if strict or ours:
+            problems.append(f"{where(path)}: unknown key {_dotted(path)!r}{hint}")
+        else:
+            data.pop(key)
+            tally.warnings.append(f"{where(path)}: unknown key {_dotted(path)!r}{hint}; ignored, as Axolotl ignores "
+                                  f"it ({STRICT_KEYS_ENV}=1 makes unknown keys errors)")
 
 
 def _why_ignored(model: type[BaseModel], key: str) -> str:
@@ -207,17 +233,17 @@ def _why_ignored(model: type[BaseModel], key: str) -> str:
 
 
 def _check_nested(
-    value: Any, annotation: Any, path: KeyPath, where: Any, problems: list[str], tally: _Tally
+    value: Any, annotation: Any, path: KeyPath, where: Any, problems: list[str], tally: _Tally, **how: Any
 ) -> None:
     if isinstance(value, dict):
         model = _model_in(annotation, list_item=False)
         if model is not None:
-            _check_names(value, model, path, where, problems, tally)
+            _check_names(value, model, path, where, problems, tally, **how)
     elif isinstance(value, list):
         model = _model_in(annotation, list_item=True)
         if model is not None:
             for index, item in enumerate(value):
-                _check_names(item, model, (*path, index), where, problems, tally)
+                _check_names(item, model, (*path, index), where, problems, tally, **how)
 
 
 def _model_in(annotation: Any, *, list_item: bool) -> type[BaseModel] | None:

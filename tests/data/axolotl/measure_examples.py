@@ -6,10 +6,12 @@
 
 Outcomes: ``ok``; ``axolotl-rejects`` (a value Axolotl's own schema refuses: its type for that key is ours, or
 one of its validators' rules, which our message ends with "Axolotl refuses it too");
-``typo`` (an unknown key with a did-you-mean; Axolotl drops it silently); ``unsupported`` (a name or feature
-Axolotl has and mudpuppy does not: the message says so). Anything else is ``other``, which the tests forbid,
-as they forbid tracebacks. ``names`` counts files whose optimizer, lr_scheduler, rl, chat_template and dataset
-types all resolve here, whatever else the file says. Used by ``tests/unit/config/test_axolotl_examples.py``.
+``typo`` (an unknown key with a did-you-mean, only under ``MUDPUPPY_STRICT_KEYS=1``: by default such a key is a
+warning and dropped, as Axolotl drops it; those files validate and are listed as typos warned); ``unsupported``
+(a name or feature Axolotl has and mudpuppy does not: the message says so). Anything else is ``other``, which
+the tests forbid, as they forbid tracebacks. ``names`` counts files whose optimizer, lr_scheduler, rl,
+chat_template and dataset types all resolve here, whatever else the file says. Used by
+``tests/unit/config/test_axolotl_examples.py``.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class Result:
     outcomes: dict[str, str] = field(default_factory=dict)     # relative path -> outcome
     reasons: dict[str, str] = field(default_factory=dict)      # relative path -> first problem line
     names_resolve: set[str] = field(default_factory=set)
+    typos_warned: dict[str, str] = field(default_factory=dict)  # validated, with an unknown-key warning
 
     def count(self, outcome: str) -> int:
         return sum(1 for o in self.outcomes.values() if o == outcome)
@@ -97,8 +100,11 @@ def measure(root: Path, files: list[str] | None = None) -> Result:
         if names_resolve(path):
             result.names_resolve.add(rel)
         try:
-            load_config(path)
+            loaded = load_config(path)
             result.outcomes[rel] = "ok"
+            typos = [w for w in loaded.warnings if "unknown key" in w]
+            if typos:
+                result.typos_warned[rel] = typos[0]
         except ConfigError as exc:
             result.outcomes[rel] = classify(exc)
             result.reasons[rel] = exc.lines()[0]
@@ -137,6 +143,7 @@ def _summary(result: Result, label: str) -> str:
     counts = ", ".join(f"{k} {result.count(k)}" for k in ("ok", "axolotl-rejects", "typo", "unsupported", "other",
                                                           "traceback"))
     return (f"{label}: {total} files: {counts}; {100 * result.count('ok') / max(total, 1):.1f}% validate; "
+            f"{len(result.typos_warned)} of those with an unknown-key warning; "
             f"names all resolve in {len(result.names_resolve)}")
 
 
@@ -159,6 +166,8 @@ def main(argv: list[str]) -> None:
     for rel, outcome in sorted(result.outcomes.items()):
         if outcome != "ok":
             print(f"{outcome:16} {rel}: {result.reasons[rel]}")
+    for rel, line in sorted(result.typos_warned.items()):
+        print(f"{'ok, typo warned':16} {rel}: {line}")
     print(_summary(result, label))
     if write:
         lines = [f"# Axolotl example configs measured by measure_examples.py ({label}); names and outcomes only",

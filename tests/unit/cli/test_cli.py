@@ -58,17 +58,28 @@ def test_user_error_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFix
     cfg.write_text(
         "base_model: m\nlearning_rate: 1e-4\nlora_alpah: 3\ndatasets:\n  - path: a.jsonl\n    type: alpaca\n"
     )
-    code, out, err = run_main(["config", "validate", str(cfg)], capsys)
+    code, out, err = run_main(["config", "validate", "--strict-keys", str(cfg)], capsys)
     assert code == 2
     assert out.strip() == f"{cfg}: 1 problem(s); 5 keys used, 0 unsupported"
     assert err.strip() == f"error: {cfg}:3: unknown key 'lora_alpah' (did you mean 'lora_alpha'?)"
     assert "Traceback" not in err
 
 
+def test_a_misspelled_key_warns_and_validates_like_axolotl(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "cfg.yml"
+    cfg.write_text(
+        "base_model: m\nlearning_rate: 1e-4\nlora_alpah: 3\ndatasets:\n  - path: a.jsonl\n    type: alpaca\n"
+    )
+    code, out, err = run_main(["config", "validate", str(cfg)], capsys)
+    assert code == 0
+    assert out.strip().startswith(f"{cfg}: ok (")
+    assert err.strip().startswith(f"warning: {cfg}:3: unknown key 'lora_alpah' (did you mean 'lora_alpha'?); ignored")
+
+
 def test_several_problems_are_one_line_each(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = tmp_path / "cfg.yml"
     cfg.write_text("base_model: m\nlearning_rate: 1e-4\nlora_alpah: 3\nmicro_batch_sise: 2\n")
-    code, _, err = run_main(["config", "validate", str(cfg)], capsys)
+    code, _, err = run_main(["config", "validate", "--strict-keys", str(cfg)], capsys)
     assert code == 2
     assert [line.split(":")[2] for line in err.strip().splitlines()] == ["3", "4"]
     assert all(line.startswith(f"error: {cfg}:") for line in err.strip().splitlines())
@@ -140,7 +151,7 @@ def test_validate_prints_warnings_and_summary_even_when_it_fails(
     cfg = tmp_path / "cfg.yml"
     cfg.write_text("base_model: m\nlearning_rate: 1e-4\ndp_shard_size: 2\nlora_alpah: 3\n"
                    "datasets:\n  - path: a.jsonl\n    type: alpaca\n")
-    code, out, err = run_main(["config", "validate", str(cfg)], capsys)
+    code, out, err = run_main(["config", "validate", "--strict-keys", str(cfg)], capsys)
     assert code == 2
     lines = err.strip().splitlines()
     assert lines[0].startswith(f"warning: {cfg}:3: dp_shard_size is not supported by mudpuppy: FSDP shards")

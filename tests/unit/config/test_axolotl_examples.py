@@ -47,22 +47,23 @@ def test_measured_list_from_an_axolotl_checkout(tmp_path: Path) -> None:
     present = [rel for rel in recorded if (root / rel).is_file()]
     assert len(present) >= 0.9 * len(recorded)
     result = measure_examples.measure(root, present)
-    # measured on Axolotl main 067b021: 237/250 (94.8%); the 13 left are Axolotl's own rejections (10, one of them
-    # llama-3b-ebft-strided-fft.yaml: torch_compile with gradient checkpointing) and typos (3)
-    _check(result, minimum_ok=0.948 if len(present) == len(recorded) else 0.70)
+    # measured on Axolotl main 067b021: 240/250 (96.0%; 3 of them warn about a misspelled key, as Axolotl ignores
+    # it); the 10 left are Axolotl's own rejections (one: llama-3b-ebft-strided-fft.yaml, torch_compile with
+    # gradient checkpointing in strided mode)
+    _check(result, minimum_ok=0.96 if len(present) == len(recorded) else 0.70)
     # never worse than measured: a file that validated then validates now
     regressed = [rel for rel in present if recorded[rel] == "ok" and result.outcomes[rel] != "ok"]
     assert regressed == []
 
 
 def test_recorded_outcomes() -> None:
-    """The measured list (replayed against a checkout above) says 237 of 250 validate and nothing is missing:
-    every rejection is Axolotl's own or a typo; the EBFT strided examples validate except the one Axolotl refuses."""
+    """The measured list (replayed against a checkout above) says 240 of 250 validate and nothing is missing:
+    every rejection is Axolotl's own; the EBFT strided examples validate except the one Axolotl refuses."""
     from collections import Counter
 
     recorded = measure_examples.read_list()
     counts = Counter(recorded.values())
-    assert (len(recorded), counts["ok"], counts["axolotl-rejects"], counts["typo"]) == (250, 237, 10, 3), counts
+    assert (len(recorded), counts["ok"], counts["axolotl-rejects"], counts["typo"]) == (250, 240, 10, 0), counts
     strided = {rel: outcome for rel, outcome in recorded.items() if "ebft-strided" in rel}
     assert strided == {"examples/ebft/llama-1b-ebft-strided-structured.yaml": "ok",
                        "examples/ebft/llama-1b-ebft-strided.yaml": "ok",

@@ -36,23 +36,50 @@ def test_minimal_config_gets_axolotl_defaults() -> None:
     assert cfg.datasets is not None and cfg.datasets[0].type == "alpaca"
 
 
-def test_unknown_top_level_key_names_line_and_suggests() -> None:
+@pytest.fixture
+def strict_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MUDPUPPY_STRICT_KEYS", "1")
+
+
+def test_unknown_key_in_the_file_is_a_warning_and_dropped_as_axolotl_ignores_it() -> None:
+    """Axolotl's schema ignores unknown keys (its own examples carry ``adam_eps``): the config still loads, the
+    misspelling is named with its did-you-mean, and the value never reaches the run."""
+    loaded = load_config_text(BASE + "adapter: lora\nlora_r: 8\nlora_alpah: 16\nadam_eps: 1e-6\n", "cfg.yml")
+    assert loaded.config.lora_alpha is None and loaded.config.adam_epsilon is None
+    typos = [w for w in loaded.warnings if "unknown key" in w]
+    assert typos == [
+        "cfg.yml:8: unknown key 'lora_alpah' (did you mean 'lora_alpha'?); ignored, as Axolotl ignores it "
+        "(MUDPUPPY_STRICT_KEYS=1 makes unknown keys errors)",
+        "cfg.yml:9: unknown key 'adam_eps' (did you mean 'adam_epsilon'?); ignored, as Axolotl ignores it "
+        "(MUDPUPPY_STRICT_KEYS=1 makes unknown keys errors)",
+    ]
+
+
+def test_unknown_keys_in_launch_and_overrides_are_errors_without_strict() -> None:
+    """``launch:`` and ``--key`` flags are mudpuppy's own: no upstream tool defines them, a misspelling is a mistake."""
+    (line,) = problems(BASE + "launch:\n  backend: slurm\n  slurm:\n    partitoin: gpu\n")
+    assert line == "cfg.yml:9: unknown key 'launch.slurm.partitoin' (did you mean 'partition'?)"
+    (line,) = problems(BASE, lerning_rate=1)
+    assert line.startswith("--lerning_rate: unknown key")
+
+
+def test_unknown_top_level_key_names_line_and_suggests(strict_keys: None) -> None:
     text = BASE + "adapter: lora\nlora_r: 8\nlora_alpah: 16\n"
     assert problems(text) == ["cfg.yml:8: unknown key 'lora_alpah' (did you mean 'lora_alpha'?)"]
 
 
-def test_unknown_dataset_key_names_its_index_and_line() -> None:
+def test_unknown_dataset_key_names_its_index_and_line(strict_keys: None) -> None:
     text = BASE.replace("    type: alpaca\n", "    type: alpaca\n    feild_messages: conversations\n")
     assert problems(text) == [
         "cfg.yml:6: unknown key 'datasets[0].feild_messages' (did you mean 'field_messages'?)"
     ]
 
 
-def test_unknown_key_far_from_everything_has_no_suggestion() -> None:
+def test_unknown_key_far_from_everything_has_no_suggestion(strict_keys: None) -> None:
     assert problems(BASE + "zzqqxx: 1\n") == ["cfg.yml:6: unknown key 'zzqqxx'"]
 
 
-def test_all_unknown_keys_are_reported_together() -> None:
+def test_all_unknown_keys_are_reported_together(strict_keys: None) -> None:
     lines = problems(BASE + "lora_alpah: 1\nmicro_batchsize: 2\n")
     assert len(lines) == 2
     assert "micro_batch_size" in lines[1]
@@ -166,7 +193,7 @@ def test_override_parser_rejects_positional_garbage() -> None:
         parse_override_args(["oops"])
 
 
-def test_custom_type_mapping_is_a_section() -> None:
+def test_custom_type_mapping_is_a_section(strict_keys: None) -> None:
     text = BASE.replace(
         "    type: alpaca\n",
         "    type:\n      field_instruction: q\n      field_output: a\n      format: '[INST] {instruction} [/INST]'\n",

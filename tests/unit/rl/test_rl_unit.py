@@ -109,10 +109,13 @@ def test_bad_rl_settings_are_one_line(keys: dict[str, Any], message: str) -> Non
     assert "\n" not in err.value.one_line()
 
 
-def test_trl_section_rejects_unknown_keys() -> None:
+def test_trl_section_names_unknown_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Axolotl's trl section ignores a misspelled key: a warning with the did-you-mean; strict keys refuse it."""
     from mudpuppy.launcher.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="num_generation"):
+    assert config(rl="grpo", trl={"num_generation": 4}).trl.num_generations != 4
+    monkeypatch.setenv("MUDPUPPY_STRICT_KEYS", "1")
+    with pytest.raises(ConfigError, match="num_generation.*did you mean 'num_generations'"):
         config(rl="grpo", trl={"num_generation": 4})
 
 
