@@ -45,11 +45,14 @@ demo:
 sky-venv:
 	bash tests/infra/install-sky.sh
 
-# MUDPUPPY_REQUIRE_EXTRAS: any skip (missing extra, service, root, port) fails; --durations lists the slowest 15.
+# MUDPUPPY_REQUIRE_EXTRAS: any skip (missing extra, service, root, port) fails; --durations lists the slowest 25.
 # Tests that replay a git checkout of Axolotl's main are deselected (CI has no checkout; the PyPI sdist test runs).
+# Two xdist workers; every test that starts a machine-wide service (SLURM's fixed ports, sshd, Ray, the S3 server)
+# is in one xdist group (tests/conftest.py), so those run one after another on a single worker.
 test: venv lint sky-venv
 	bash tests/infra/install-deps.sh
-	MUDPUPPY_REQUIRE_EXTRAS=1 MUDPUPPY_LOCKED_VENV=1 $(PY) -m pytest -q --durations=15 -m "not axolotl_checkout"
+	MUDPUPPY_REQUIRE_EXTRAS=1 MUDPUPPY_LOCKED_VENV=1 $(PY) -m pytest -q -n 2 --dist loadgroup --durations=25 \
+		-m "not axolotl_checkout"
 
 unit: venv
 	$(PY) -m pytest -q tests/unit

@@ -19,8 +19,8 @@ import pytest
 MAY_SKIP_MARKERS = ("gpu",)
 
 # Tests that start machine-wide services (SLURM's fixed ports and /etc/hosts tag, sshd, Ray, the S3 server) get
-# one xdist group, meant to keep them on a single worker under `pytest -n 2 --dist loadgroup`. Not yet proven:
-# in a 2-worker run they still landed on both workers, so `make test` runs serially until that is fixed.
+# one xdist group, which keeps them on a single worker under `pytest -n 2 --dist loadgroup` (`make test`). This
+# needs pytest < 9.2 (pyproject): 9.2 moved node ids and xdist 3.8's grouping silently stopped (xdist#1386).
 SERVICE_DIRS = ("tests/integration/",)
 SERVICE_FIXTURES = frozenset({"sshd", "slurm", "ray_cluster", "ray_head", "s3_server", "s3"})
 
