@@ -41,14 +41,17 @@ def _forward(act: Any, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
 
 def _backward(act: Any, dh: torch.Tensor, gate: torch.Tensor, up: torch.Tensor, need_gate: bool,
               need_up: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Recomputes ``act(gate)`` and takes its derivative by autograd, so any activation works."""
+    """Recomputes ``act(gate)`` and takes its derivative by autograd, so any activation works.
+
+    ``dgate`` first: its ``dh * up`` temporary is gone before ``dup`` is allocated.
+    """
     with torch.enable_grad():
         g = gate.detach().requires_grad_(True)
         a = act(g)
-    dup = dh * a.detach() if need_up else None
     dgate = None
     if need_gate:
         (dgate,) = torch.autograd.grad(a, g, dh * up)
+    dup = dh * a.detach() if need_up else None
     return dgate, dup
 
 
