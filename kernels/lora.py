@@ -20,6 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from mudpuppy.kernels.function_class import Compute, function_class
+from mudpuppy.kernels.glu import select_glu
+
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     """The dtype autocast would run these matmuls in, else the input's own dtype.
@@ -93,58 +96,72 @@ def _flat(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(-1, t.shape[-1])
 
 
-class LoRALinearFunction(torch.autograd.Function):
-    """y = x W^T + bias + s * (x A^T B^T + bias_B), saving only x."""
+def lora_linear_function(name: str, compute: Compute) -> type[torch.autograd.Function]:
+    """The Function of one LoRA projection, y = x W^T + bias + s * (x A^T B^T + bias_B), saving only x.
 
-    @staticmethod
+    ``compute`` is the 2-d math: ``forward(x, proj, a, b, bb) -> y`` and
+    ``backward(x, dy, proj, a, b, bb, need_x) -> (dx, dA, dB, dbias_B)``; the pure-torch pair is below, the Triton
+    pair in ``triton_lora``. Around it: autocast resolved to one compute dtype, leading dims flattened, dx cast
+    back to the input's dtype.
+    """
+
     def forward(ctx, x, proj, a, b, bb):
         ctx.proj, ctx.x_dtype, ctx.dtype = proj, x.dtype, _compute_dtype(x)
         with torch.autocast(x.device.type, enabled=False):
             x = x.to(ctx.dtype)
             ctx.save_for_backward(x, a, b, bb)
-            y = _forward(_flat(x), proj, a, b, bb)
+            y = compute.forward(_flat(x), proj, a, b, bb)
         return y.reshape(*x.shape[:-1], y.shape[-1])
 
-    @staticmethod
     def backward(ctx, dy):
         x, a, b, bb = ctx.saved_tensors
         with torch.autocast(x.device.type, enabled=False):
-            dx, da, db, dbb = _backward(_flat(x), _flat(dy.to(ctx.dtype)), ctx.proj, a, b, bb,
-                                        ctx.needs_input_grad[0])
+            dx, da, db, dbb = compute.backward(_flat(x), _flat(dy.to(ctx.dtype)), ctx.proj, a, b, bb,
+                                               ctx.needs_input_grad[0])
         if dx is not None:
             dx = dx.reshape(x.shape).to(ctx.x_dtype)
         return dx, None, da, db, dbb
 
+    return function_class(name, compute, lora_linear_function.__doc__ or "", forward, backward)
 
-def _triton_glu_kind(act, g: torch.Tensor) -> int | None:
-    """The Triton GLU kernel's activation id when it should run for ``g`` (CUDA or interpreter), else None."""
-    from mudpuppy.kernels.triton_support import glu_act_kind, use_triton
 
-    kind = glu_act_kind(act)
-    if kind is None or g.dtype not in (torch.float32, torch.float16, torch.bfloat16) or not use_triton(g):
-        return None
-    return kind
+LoRALinearFunction = lora_linear_function("LoRALinearFunction", Compute(_forward, _backward))
+
+
+def lora_linear(x: torch.Tensor, proj: Proj, a: torch.Tensor, b: torch.Tensor,
+                bb: torch.Tensor | None) -> torch.Tensor:
+    """The Triton Function on CUDA (or the interpreter) for fp32/fp16/bf16 compute, the torch Function else."""
+    if _use_triton_linear(x):  # the base matmul with the LoRA term in its epilogue
+        from mudpuppy.kernels.triton_lora import TritonLoRALinearFunction
+
+        return TritonLoRALinearFunction.apply(x, proj, a, b, bb)
+    return LoRALinearFunction.apply(x, proj, a, b, bb)
+
+
+def _use_triton_linear(x: torch.Tensor) -> bool:
+    from mudpuppy.kernels.triton_support import use_triton
+
+    return _compute_dtype(x) in (torch.float32, torch.float16, torch.bfloat16) and use_triton(x)
 
 
 class LoRAMLPFunction(torch.autograd.Function):
-    """down(act(gate(x)) * up(x)) with LoRA on any of the three, saving x, gate(x) and up(x) only."""
+    """down(act(gate(x)) * up(x)) with LoRA on any of the three, saving x, gate(x) and up(x) only.
+
+    ``act(g) * u`` and its two gradients run through the GLU kernel's compute pair that ``glu.select_glu`` picks
+    (Triton for SiLU/tanh-GELU on CUDA, the torch pair otherwise), in forward and again in backward.
+    """
 
     @staticmethod
     def forward(ctx, x, act, projs, *lora):
-        ctx.act, ctx.projs, ctx.x_dtype, ctx.dtype = act, projs, x.dtype, _compute_dtype(x)
+        ctx.projs, ctx.x_dtype, ctx.dtype = projs, x.dtype, _compute_dtype(x)
         with torch.autocast(x.device.type, enabled=False):
             x = x.to(ctx.dtype)
             x2 = _flat(x)
             g = _forward(x2, projs[0], *lora[0:3])
             u = _forward(x2, projs[1], *lora[3:6])
-            ctx.glu_kind = _triton_glu_kind(act, g)
-            if ctx.glu_kind is not None:  # Triton elementwise act(g) * u on CUDA
-                from mudpuppy.kernels.triton_glu import glu_forward
-
-                h = glu_forward(ctx.glu_kind, g.contiguous(), u.contiguous())
-            else:
-                h = act(g) * u
-            out = _forward(h, projs[2], *lora[6:9])
+            glu_fn, ctx.glu_act = select_glu(act, g)
+            ctx.glu = glu_fn.compute
+            out = _forward(ctx.glu.forward(ctx.glu_act, g, u), projs[2], *lora[6:9])
         ctx.save_for_backward(x, g, u, *lora)
         return out.reshape(*x.shape[:-1], out.shape[-1])
 
@@ -159,25 +176,11 @@ class LoRAMLPFunction(torch.autograd.Function):
         x, g, u, *lora = ctx.saved_tensors
         pg, pu, pd = ctx.projs
         x2, dout = _flat(x), _flat(dout)
-        if ctx.glu_kind is not None:  # Triton: recompute h, then both GLU gradients in one elementwise pass
-            from mudpuppy.kernels.triton_glu import glu_backward, glu_forward
-
-            h = glu_forward(ctx.glu_kind, g.contiguous(), u.contiguous())
-            dh, *d_down = _backward(h, dout, pd, lora[6], lora[7], lora[8], True)
-            del h
-            assert dh is not None
-            dg, du = glu_backward(ctx.glu_kind, dh, g, u)
-        else:
-            with torch.enable_grad():  # recompute act(gate) to get its derivative for any activation
-                g_ = g.detach().requires_grad_(True)
-                a = ctx.act(g_)
-            h = a.detach() * u
-            dh, *d_down = _backward(h, dout, pd, lora[6], lora[7], lora[8], True)
-            del h
-            assert dh is not None
-            du = dh * a.detach()
-            (dg,) = torch.autograd.grad(a, g_, dh.mul_(u))
-            del a, g_
+        h = ctx.glu.forward(ctx.glu_act, g, u)  # recomputed, not saved
+        dh, *d_down = _backward(h, dout, pd, lora[6], lora[7], lora[8], True)
+        del h
+        dg, du = ctx.glu.backward(ctx.glu_act, dh, g, u, True, True)
+        del dh
         need_x = ctx.needs_input_grad[0]
         dx_g, *d_gate = _backward(x2, dg, pg, lora[0], lora[1], lora[2], need_x)
         dx_u, *d_up = _backward(x2, du, pu, lora[3], lora[4], lora[5], need_x)
@@ -230,17 +233,7 @@ def fused_linear_forward(self: Any, x: torch.Tensor, *args: Any, **kwargs: Any) 
     if parts is None or args or kwargs or not parts[0].has_lora:
         return self._mudpuppy_orig_forward(x, *args, **kwargs)
     proj, (a, b, bb) = parts
-    if _use_triton_linear(x):  # CUDA (or the interpreter): the base matmul with the LoRA term in its epilogue
-        from mudpuppy.kernels.triton_lora import triton_lora_linear
-
-        return triton_lora_linear(x, proj, a, b, bb)
-    return LoRALinearFunction.apply(x, proj, a, b, bb)
-
-
-def _use_triton_linear(x: torch.Tensor) -> bool:
-    from mudpuppy.kernels.triton_support import use_triton
-
-    return _compute_dtype(x) in (torch.float32, torch.float16, torch.bfloat16) and use_triton(x)
+    return lora_linear(x, proj, a, b, bb)
 
 
 def fused_mlp_forward(self: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""RMSNorm as one autograd Function that saves the input and one fp32 scalar per token.
+"""RMSNorm as an autograd Function that saves the input and one fp32 scalar per token.
 
 HF's Llama-style RMSNorm keeps the fp32 upcast, its square and the normalised tensor for backward (three
 full-size fp32 tensors per norm, two norms per layer); this saves ``x`` and ``1/rms`` and recomputes the
@@ -13,44 +13,64 @@ from typing import Any
 import torch
 from torch import nn
 
+from mudpuppy.kernels.function_class import Compute, function_class
+
 
 def _up(t: torch.Tensor) -> torch.Tensor:
     """At least fp32 (as HF upcasts), a copy only when the dtype changes."""
     return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
-class RMSNormFunction(torch.autograd.Function):
-    @staticmethod
+def rms_norm_function(name: str, compute: Compute) -> type[torch.autograd.Function]:
+    """The Function of ``weight * normalise(x)``, saving ``x``, ``weight`` and ``1/rms``.
+
+    ``compute`` is ``forward(x, weight, eps) -> (y, rstd)`` and ``backward(dy, x, weight, rstd, need_x, need_w) ->
+    (dx, dw)``; the pure-torch pair is below, the Triton pair in ``triton_rms_norm``.
+    """
+
     def forward(ctx, x, weight, eps):
-        xf = _up(x)
-        rstd = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True).add_(eps))
-        y = weight * (xf * rstd).to(x.dtype)
+        y, rstd = compute.forward(x, weight, eps)
         ctx.save_for_backward(x, weight, rstd)
         return y
 
-    @staticmethod
     def backward(ctx, dy):
         x, weight, rstd = ctx.saved_tensors
-        xhat = _up(x) * rstd
-        dw = None
-        if ctx.needs_input_grad[1]:
-            dw = (dy * xhat.to(x.dtype)).reshape(-1, x.shape[-1]).sum(0).to(weight.dtype)
-        dx = None
-        if ctx.needs_input_grad[0]:
-            dxhat = _up(dy * weight)
-            dot = (dxhat * xhat).mean(-1, keepdim=True)
-            dx = dxhat.sub_(xhat.mul_(dot)).mul_(rstd).to(x.dtype)
-        return dx, dw, None
+        return (*compute.backward(dy, x, weight, rstd, ctx.needs_input_grad[0], ctx.needs_input_grad[1]), None)
+
+    return function_class(name, compute, rms_norm_function.__doc__ or "", forward, backward)
+
+
+def _forward(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    xf = _up(x)
+    rstd = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True).add_(eps))
+    return weight * (xf * rstd).to(x.dtype), rstd
+
+
+def _backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, rstd: torch.Tensor, need_x: bool,
+              need_w: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    xhat = _up(x) * rstd
+    dw = None
+    if need_w:
+        dw = (dy * xhat.to(x.dtype)).reshape(-1, x.shape[-1]).sum(0).to(weight.dtype)
+    dx = None
+    if need_x:
+        dxhat = _up(dy * weight)
+        dot = (dxhat * xhat).mean(-1, keepdim=True)
+        dx = dxhat.sub_(xhat.mul_(dot)).mul_(rstd).to(x.dtype)
+    return dx, dw
+
+
+RMSNormFunction = rms_norm_function("RMSNormFunction", Compute(_forward, _backward))
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """The Triton kernel on CUDA (``triton_support.use_triton``), the torch Function elsewhere."""
+    """The Triton Function on CUDA (``triton_support.use_triton``), the torch Function elsewhere."""
     from mudpuppy.kernels.triton_support import use_triton
 
     if x.dtype in (torch.float32, torch.float16, torch.bfloat16) and use_triton(x):
-        from mudpuppy.kernels.triton_rms_norm import triton_rms_norm
+        from mudpuppy.kernels.triton_rms_norm import TritonRMSNormFunction
 
-        return triton_rms_norm(x, weight, eps)
+        return TritonRMSNormFunction.apply(x, weight, eps)
     return RMSNormFunction.apply(x, weight, eps)
 
 

@@ -1,8 +1,10 @@
 """Gated activation ``act(gate) * up`` (SiLU = SwiGLU, tanh-GELU = GeGLU) as elementwise Triton kernels.
 
-Same contract as ``glu.GLUFunction``: saves ``gate`` and ``up`` and recomputes ``act(gate)`` in backward, where
-both gradients come out of one pass. Math in fp32, the activation rounded to the input dtype before the product
-(as torch's eager ``act(gate) * up`` does). Imported only when a kernel runs (see ``triton_support``).
+The compute pair of ``TritonGLUFunction``, which ``glu.glu_function`` builds exactly as it builds the pure-torch
+``GLUFunction`` (same contract: saves ``gate`` and ``up``, recomputes ``act(gate)`` in backward, where here both
+gradients come out of one pass); ``LoRAMLPFunction`` runs the pair inside its backward too. Math in fp32, the
+activation rounded to the input dtype before the product (as torch's eager ``act(gate) * up`` does).
+Imported only when a kernel runs (see ``triton_support``).
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
+from mudpuppy.kernels.function_class import Compute
+from mudpuppy.kernels.glu import glu_function
 
 _BLOCK = 1024
 
@@ -59,7 +64,8 @@ def _glu_bwd(DH, G, U, DG, DU, n, ACT: tl.constexpr, BLOCK: tl.constexpr):
 
 
 def glu_forward(act_kind: int, g: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """``act(g) * u`` (contiguous inputs)."""
+    """``act(g) * u``."""
+    g, u = g.contiguous(), u.contiguous()
     h = torch.empty(g.shape, dtype=torch.promote_types(g.dtype, u.dtype), device=g.device)
     n = g.numel()
     if n:
@@ -67,31 +73,15 @@ def glu_forward(act_kind: int, g: torch.Tensor, u: torch.Tensor) -> torch.Tensor
     return h
 
 
-def glu_backward(act_kind: int, dh: torch.Tensor, g: torch.Tensor,
-                 u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(d/d gate, d/d up) of ``act(g) * u`` given ``dh``, in one pass (also used by the LoRA MLP Function)."""
+def glu_backward(act_kind: int, dh: torch.Tensor, g: torch.Tensor, u: torch.Tensor, need_g: bool = True,
+                 need_u: bool = True) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(d/d gate, d/d up) of ``act(g) * u`` given ``dh``, both in one pass (None where not needed)."""
     dh, g, u = dh.contiguous(), g.contiguous(), u.contiguous()
     dg, du = torch.empty_like(g), torch.empty_like(u)
     n = g.numel()
     if n:
         _glu_bwd[(triton.cdiv(n, _BLOCK),)](dh, g, u, dg, du, n, ACT=act_kind, BLOCK=_BLOCK)
-    return dg, du
+    return (dg if need_g else None), (du if need_u else None)
 
 
-class TritonGLUFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, act_kind, gate, up):
-        g, u = gate.contiguous(), up.contiguous()
-        ctx.act_kind = act_kind
-        ctx.save_for_backward(g, u)
-        return glu_forward(act_kind, g, u)
-
-    @staticmethod
-    def backward(ctx, dh):
-        g, u = ctx.saved_tensors
-        dg, du = glu_backward(ctx.act_kind, dh, g, u)
-        return None, (dg if ctx.needs_input_grad[1] else None), (du if ctx.needs_input_grad[2] else None)
-
-
-def triton_glu(kind: int, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-    return TritonGLUFunction.apply(kind, gate, up)
+TritonGLUFunction = glu_function("TritonGLUFunction", Compute(glu_forward, glu_backward))

@@ -7,10 +7,11 @@ read back for an in-place add. Backward reuses the same kernel through strides (
 ``dx = dy W + (s dy B) A`` is the same shape of problem as the forward, and the small ``dA``, ``dB`` and
 ``x A^T`` products run through it without the low-rank term.
 
-Same contract as ``lora.LoRALinearFunction`` (the pure-torch reference kept for CPU): saves only ``x``, base
-weight frozen (QLoRA 4-bit weights dequantised by ``Proj.weight`` in forward and again in backward), dropout 0,
-bias on the base layer and on ``lora_B`` supported, autocast resolved to one compute dtype up front. fp32 inputs
-use IEEE fp32 dots unless ``torch.backends.cuda.matmul.allow_tf32`` is on, as torch's own matmul does.
+The compute pair of ``TritonLoRALinearFunction``, which ``lora.lora_linear_function`` builds exactly as it builds
+the pure-torch ``LoRALinearFunction`` (the reference, kept for CPU), so the contract is the same: saves only ``x``,
+base weight frozen (QLoRA 4-bit weights dequantised by ``Proj.weight`` in forward and again in backward), dropout
+0, bias on the base layer and on ``lora_B`` supported, autocast resolved to one compute dtype up front. fp32
+inputs use IEEE fp32 dots unless ``torch.backends.cuda.matmul.allow_tf32`` is on, as torch's own matmul does.
 Imported only when a kernel runs (see ``triton_support``).
 """
 
@@ -20,7 +21,8 @@ import torch
 import triton
 import triton.language as tl
 
-from mudpuppy.kernels.lora import Proj, _compute_dtype, _flat
+from mudpuppy.kernels.function_class import Compute
+from mudpuppy.kernels.lora import Proj, lora_linear_function
 
 
 @triton.jit
@@ -125,29 +127,4 @@ def _backward(x: torch.Tensor, dy: torch.Tensor, proj: Proj, a: torch.Tensor, b:
     return dx, da, db, dbb
 
 
-class TritonLoRALinearFunction(torch.autograd.Function):
-    """y = x W^T + bias + s * (x A^T B^T + bias_B) through ``_matmul_lowrank``, saving only x."""
-
-    @staticmethod
-    def forward(ctx, x, proj, a, b, bb):
-        ctx.proj, ctx.x_dtype, ctx.dtype = proj, x.dtype, _compute_dtype(x)
-        with torch.autocast(x.device.type, enabled=False):
-            x = x.to(ctx.dtype)
-            ctx.save_for_backward(x, a, b, bb)
-            y = _forward(_flat(x), proj, a, b, bb)
-        return y.reshape(*x.shape[:-1], y.shape[-1])
-
-    @staticmethod
-    def backward(ctx, dy):
-        x, a, b, bb = ctx.saved_tensors
-        with torch.autocast(x.device.type, enabled=False):
-            dx, da, db, dbb = _backward(_flat(x), _flat(dy.to(ctx.dtype)), ctx.proj, a, b, bb,
-                                        ctx.needs_input_grad[0])
-        if dx is not None:
-            dx = dx.reshape(x.shape).to(ctx.x_dtype)
-        return dx, None, da, db, dbb
-
-
-def triton_lora_linear(x: torch.Tensor, proj: Proj, a: torch.Tensor, b: torch.Tensor,
-                       bb: torch.Tensor | None) -> torch.Tensor:
-    return TritonLoRALinearFunction.apply(x, proj, a, b, bb)
+TritonLoRALinearFunction = lora_linear_function("TritonLoRALinearFunction", Compute(_forward, _backward))

@@ -1,6 +1,7 @@
 """RMSNorm forward and backward as Triton kernels (one program per row; ``dw`` reduced per program).
 
-Same contract as ``rms_norm.RMSNormFunction``: saves ``x`` and fp32 ``1/rms`` per row, normalises in fp32, casts
+The compute pair of ``TritonRMSNormFunction``, which ``rms_norm.rms_norm_function`` builds exactly as it builds the
+pure-torch ``RMSNormFunction`` (same contract): saves ``x`` and fp32 ``1/rms`` per row, normalises in fp32, casts
 the normalised row back to the input dtype, then scales by the weight. Imported only when a kernel runs (see
 ``triton_support``).
 """
@@ -11,6 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
+from mudpuppy.kernels.function_class import Compute
+from mudpuppy.kernels.rms_norm import rms_norm_function
 from mudpuppy.kernels.triton_support import num_programs
 
 
@@ -51,37 +54,35 @@ def _rms_bwd(DY, X, W, RSTD, DX, DW, stride_dy, stride_x, stride_dx, n_rows, n_c
     tl.store(DW + pid * BLOCK + cols, dw, mask=mask)
 
 
-class TritonRMSNormFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight, eps):
-        shape, d = x.shape, x.shape[-1]
-        x2 = x.reshape(-1, d).contiguous()
-        n = x2.shape[0]
-        y = torch.empty(x2.shape, dtype=torch.promote_types(x.dtype, weight.dtype), device=x.device)
-        rstd = torch.empty(n, dtype=torch.float32, device=x.device)
-        block = triton.next_power_of_2(d)
-        if n:
-            _rms_fwd[(n,)](x2, weight, y, rstd, x2.stride(0), y.stride(0), d, float(eps), BLOCK=block)
-        ctx.save_for_backward(x2, weight, rstd)
-        ctx.shape = shape
-        return y.reshape(shape)
-
-    @staticmethod
-    def backward(ctx, dy):
-        x2, weight, rstd = ctx.saved_tensors
-        n, d = x2.shape
-        dy2 = dy.reshape(-1, d).contiguous()
-        block = triton.next_power_of_2(d)
-        programs = num_programs(x2, max(1, n))
-        rows_per_program = triton.cdiv(max(1, n), programs)
-        dx = torch.empty_like(x2)
-        dw_part = torch.zeros(programs, block, dtype=torch.float32, device=x2.device)
-        if n:
-            _rms_bwd[(programs,)](dy2, x2, weight, rstd, dx, dw_part, dy2.stride(0), x2.stride(0), dx.stride(0),
-                                  n, d, rows_per_program, BLOCK=block)
-        dw = dw_part[:, :d].sum(0).to(weight.dtype) if ctx.needs_input_grad[1] else None
-        return (dx.reshape(ctx.shape) if ctx.needs_input_grad[0] else None), dw, None
+def _forward(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y, fp32 1/rms per row)."""
+    shape, d = x.shape, x.shape[-1]
+    x2 = x.reshape(-1, d).contiguous()
+    n = x2.shape[0]
+    y = torch.empty(x2.shape, dtype=torch.promote_types(x.dtype, weight.dtype), device=x.device)
+    rstd = torch.empty(n, dtype=torch.float32, device=x.device)
+    if n:
+        _rms_fwd[(n,)](x2, weight, y, rstd, x2.stride(0), y.stride(0), d, float(eps), BLOCK=triton.next_power_of_2(d))
+    return y.reshape(shape), rstd
 
 
-def triton_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    return TritonRMSNormFunction.apply(x, weight, eps)
+def _backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, rstd: torch.Tensor, need_x: bool,
+              need_w: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(dx, dw), both from one pass (None where not needed)."""
+    d = x.shape[-1]
+    x2 = x.reshape(-1, d).contiguous()
+    n = x2.shape[0]
+    dy2 = dy.reshape(-1, d).contiguous()
+    block = triton.next_power_of_2(d)
+    programs = num_programs(x2, max(1, n))
+    rows_per_program = triton.cdiv(max(1, n), programs)
+    dx = torch.empty_like(x2)
+    dw_part = torch.zeros(programs, block, dtype=torch.float32, device=x2.device)
+    if n:
+        _rms_bwd[(programs,)](dy2, x2, weight, rstd, dx, dw_part, dy2.stride(0), x2.stride(0), dx.stride(0),
+                              n, d, rows_per_program, BLOCK=block)
+    dw = dw_part[:, :d].sum(0).to(weight.dtype) if need_w else None
+    return (dx.reshape(x.shape) if need_x else None), dw
+
+
+TritonRMSNormFunction = rms_norm_function("TritonRMSNormFunction", Compute(_forward, _backward))

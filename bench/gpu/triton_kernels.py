@@ -80,19 +80,11 @@ def _compare(run: Callable[..., torch.Tensor], ref: Callable[..., torch.Tensor],
 def check_all(device: str, big: bool) -> dict[str, Any]:
     from transformers.activations import ACT2FN
 
+    import mudpuppy.kernels.triton_ce as triton_ce
     from mudpuppy.kernels.glu import glu
     from mudpuppy.kernels.linear_ce import linear_cross_entropy, linear_cross_entropy_reference
-    from mudpuppy.kernels.lora import LoRALinearFunction, Proj
+    from mudpuppy.kernels.lora import Proj, lora_linear
     from mudpuppy.kernels.rms_norm import rms_norm, rms_norm_reference
-    from mudpuppy.kernels.triton_lora import triton_lora_linear
-    from mudpuppy.kernels.triton_support import use_triton
-
-    def lora(x: torch.Tensor, proj: Proj, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """What ``lora.fused_linear_forward`` selects: the Triton Function where it runs, else the torch one."""
-        return triton_lora_linear(x, proj, a, b, None) if use_triton(x) else LoRALinearFunction.apply(
-            x, proj, a, b, None)
-
-    import mudpuppy.kernels.triton_ce as triton_ce
 
     ce_calls: list[int] = []
     real_chunk = triton_ce.ce_chunk
@@ -134,7 +126,7 @@ def check_all(device: str, big: bool) -> dict[str, Any]:
                 return x @ w32.t() + 2.0 * (x @ a.t()) @ b.t()
 
             results[f"{name}/{tag}"] = _compare(
-                lambda x, a, b, proj=proj: lora(x, proj, a, b), ref,
+                lambda x, a, b, proj=proj: lora_linear(x, proj, a, b, None), ref,
                 [randn(tokens, hidden), randn(rank, hidden, scale=0.05), randn(n_out, rank, scale=0.05)],
                 [0, 1, 2], dtype, "TritonLoRALinearFunctionBackward")
     return results

@@ -194,10 +194,12 @@ def test_lora_mlp_with_triton_glu_matches_plain(model_pair, monkeypatch):
     """lora_mlp_kernel's Function with the Triton GLU inside: loss and every LoRA gradient match plain peft."""
     import mudpuppy.kernels.triton_glu as tglu
     from mudpuppy.kernels.apply import apply_kernels
+    from mudpuppy.kernels.function_class import Compute
 
     calls = []
-    real = tglu.glu_backward
-    monkeypatch.setattr(tglu, "glu_backward", lambda *a: calls.append(1) or real(*a))
+    real = tglu.TritonGLUFunction.compute
+    monkeypatch.setattr(tglu.TritonGLUFunction, "compute",
+                        Compute(real.forward, lambda *a: calls.append(1) or real.backward(*a)))
     plain, fused = model_pair
     apply_kernels(fused, {"adapter": "lora", "lora_dropout": 0.0, "lora_mlp_kernel": True})
     ids = torch.randint(0, 1024, (2, 6), generator=torch.Generator().manual_seed(9))
@@ -227,7 +229,7 @@ def _lora_reference(x, w, bias, a, b, bb, s):
 def test_lora_linear_matches_reference(shape, out, rank, base_bias, lora_bias):
     """Forward and the gradients of x, A, B (and bias_B) of the fused Q/K/V/O kernel; base weight frozen."""
     from mudpuppy.kernels.lora import Proj
-    from mudpuppy.kernels.triton_lora import triton_lora_linear
+    from mudpuppy.kernels.triton_lora import TritonLoRALinearFunction
 
     g = torch.Generator().manual_seed(3)
     d = shape[-1]
@@ -245,7 +247,7 @@ def test_lora_linear_matches_reference(shape, out, rank, base_bias, lora_bias):
     proj = Proj(base, scaling=s, has_lora=True, has_lora_bias=lora_bias)
 
     leaves = [_leaf(t) for t in (x, a, b)] + ([_leaf(bb)] if lora_bias else [])
-    got = triton_lora_linear(leaves[0], proj, leaves[1], leaves[2], leaves[3] if lora_bias else None)
+    got = TritonLoRALinearFunction.apply(leaves[0], proj, leaves[1], leaves[2], leaves[3] if lora_bias else None)
     assert "TritonLoRALinearFunctionBackward" in _grad_fn_names(got)
     got.backward(dy)
     refs = [_leaf(t) for t in (x, a, b)] + ([_leaf(bb)] if lora_bias else [])
@@ -260,13 +262,13 @@ def test_lora_linear_matches_reference(shape, out, rank, base_bias, lora_bias):
 def test_lora_linear_kernel_x_without_grad():
     """Frozen input (first layer under gradient checkpointing off): only A and B get gradients, no dx computed."""
     from mudpuppy.kernels.lora import Proj
-    from mudpuppy.kernels.triton_lora import triton_lora_linear
+    from mudpuppy.kernels.triton_lora import TritonLoRALinearFunction
 
     g = torch.Generator().manual_seed(4)
     base = torch.nn.Linear(20, 18, bias=False).requires_grad_(False)
     x = torch.randn(5, 20, generator=g)
     a, b = _leaf(torch.randn(3, 20, generator=g)), _leaf(torch.randn(18, 3, generator=g))
-    triton_lora_linear(x, Proj(base, scaling=0.5, has_lora=True), a, b, None).sum().backward()
+    TritonLoRALinearFunction.apply(x, Proj(base, scaling=0.5, has_lora=True), a, b, None).sum().backward()
     ar, br = _leaf(a), _leaf(b)
     _lora_reference(x, base.weight, None, ar, br, None, 0.5).sum().backward()
     torch.testing.assert_close(a.grad, ar.grad, rtol=1e-4, atol=1e-5)
