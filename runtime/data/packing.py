@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from mudpuppy.runtime.data.arrow_rows import dataset_from, table_of
+
 
 def pack_lengths(lengths: np.ndarray | list[int], capacity: int, group_size: int = 100_000,
                  bin_size: int = 200, sequential: bool = False) -> list[list[int]]:
@@ -93,7 +95,7 @@ def pack_dataset(rows: Any, capacity: int, group_size: int = 100_000, bin_size: 
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    table = rows.select_columns(["input_ids", "labels"]).with_format("arrow")[:]
+    table = table_of(rows, ["input_ids", "labels"])
     lengths = pc.list_value_length(table.column("input_ids")).to_numpy(zero_copy_only=False).astype(np.int64)
     if not len(lengths):
         return datasets.Dataset.from_dict({k: [] for k in PACKED_COLUMNS}), 0.0
@@ -121,7 +123,7 @@ def pack_dataset(rows: Any, capacity: int, group_size: int = 100_000, bin_size: 
         "length": pa.array(bin_tokens.astype(np.int32)),
     })
     efficiency = float(lengths.sum()) / (len(bins) * capacity)
-    return datasets.Dataset(out), efficiency
+    return dataset_from(out, rows, f"pack_dataset:{capacity}:{group_size}:{bin_size}:{sequential}"), efficiency
 
 
 PACKED_COLUMNS = ("input_ids", "labels", "attention_mask", "position_ids", "seq_lens", "length")
