@@ -23,6 +23,20 @@ def table_of(dataset: Any, columns: list[str] | None = None) -> Any:
     return table
 
 
+def list_lengths(dataset: Any, column: str) -> Any:
+    """Per row of ``dataset``, in its order, the length of the list in ``column`` (int64 numpy): computed on the
+    stored rows and then permuted, so a shuffled dataset's lists are not gathered to count them."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    lengths = pc.list_value_length(dataset.data.table.column(column)).to_numpy(zero_copy_only=False)
+    lengths = lengths.astype(np.int64)
+    indices = getattr(dataset, "_indices", None)
+    if indices is not None:
+        lengths = lengths[indices.column(0).to_numpy(zero_copy_only=False).astype(np.int64)]
+    return lengths
+
+
 def child_fingerprint(parent: Any, step: str) -> str:
     """A stable fingerprint for the dataset that ``step`` makes from ``parent`` (datasets' own is a full hash)."""
     seed = f"{getattr(parent, '_fingerprint', None) or ''}|{step}"

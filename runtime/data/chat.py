@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from bisect import bisect_left, bisect_right
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
@@ -28,16 +28,19 @@ THINKING_PAIRS = (("<think>", "</think>"), ("<reasoning>", "</reasoning>"),
                   ("<|begin_of_thought|>", "<|end_of_thought|>"))
 SOLUTION_PAIR = ("<|begin_of_solution|>", "<|end_of_solution|>")
 # A rendered conversation and its tokens' (start, end) character offsets.
-Locator = tuple[str, list[tuple[int, int]]]
+Locator = tuple[str, Sequence[tuple[int, int]]]
 _START, _END = itemgetter(0), itemgetter(1)
+
+
+_SCALARS = frozenset({str, int, float, bool})
 
 
 def strip_nulls(obj: Any) -> Any:
     """Arrow fills keys missing from some rows with null; drop them so templates see the row as written."""
-    if isinstance(obj, Mapping):
-        return {k: strip_nulls(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, Mapping):  # scalars are kept without a call per value
+        return {k: v if type(v) in _SCALARS else strip_nulls(v) for k, v in obj.items() if v is not None}
     if isinstance(obj, list):
-        return [strip_nulls(v) for v in obj]
+        return [v if type(v) in _SCALARS else strip_nulls(v) for v in obj]
     return obj
 
 
@@ -527,8 +530,13 @@ class DirectRenderer:
         if hit is not None and hit[0] is turn:
             return hit[1]
         u = self.u
-        if self.plain_keys is not None and not (self.plain_keys & turn.keys()) and all(
-                type(k) is str and type(v) is str for k, v in turn.items()):
+        plain = self.plain_keys is not None and not (self.plain_keys & turn.keys())
+        if plain:
+            for k, v in turn.items():
+                if type(k) is not str or type(v) is not str:
+                    plain = False
+                    break
+        if plain:
             converted = dict(turn)  # text only, no reasoning: each helper returns such a message unchanged
             self.memo[id(turn)] = (turn, converted)
             return converted
@@ -537,7 +545,11 @@ class DirectRenderer:
         return converted
 
     def render(self, turns: list[dict[str, Any]], tools: list[Any] | None) -> str:
-        messages = [self.message(t) for t in turns]
+        memo = self.memo
+        messages = []
+        for turn in turns:  # memo hits inline: every conversation renders 3+ times with mostly the same turns
+            hit = memo.get(id(turn))
+            messages.append(hit[1] if hit is not None and hit[0] is turn else self.message(turn))
         schemas = self.u._plain_template_data(tools) if tools else None
         compiled = self.compiled
         context = compiled.new_context({**self.globals, "messages": messages, "tools": schemas, "documents": None,

@@ -15,6 +15,7 @@ through ``__call__`` with ``truncation=True`` (only then can truncation change a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -69,7 +70,31 @@ def encode_ids(tokenizer: Any, texts: list[str], add_special_tokens: bool = True
     return ids
 
 
-def encode_offsets(tokenizer: Any, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+class Offsets(Sequence[tuple[int, int]]):
+    """One encoding's (start, end) character offsets, read per token from the ``Encoding`` when asked: turns are
+    located by bisecting these a few times per row, cheaper than turning every token's offsets into tuples."""
+
+    __slots__ = ("encoding", "size", "listed")
+
+    def __init__(self, encoding: Any) -> None:
+        self.encoding = encoding
+        self.size = len(encoding)
+        self.listed: list[tuple[int, int]] | None = None
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, int) and 0 <= index < self.size:
+            found = self.encoding.token_to_chars(index)
+            if found is not None:
+                return found
+        if self.listed is None:  # a token outside every sequence, a slice, a negative index: the full list
+            self.listed = [tuple(o) for o in self.encoding.offsets]
+        return self.listed[index]
+
+
+def encode_offsets(tokenizer: Any, texts: list[str]) -> list[tuple[list[int], Sequence[tuple[int, int]]]]:
     """Per text: ids and character offsets, as ``tokenizer(texts, add_special_tokens=False,
     return_offsets_mapping=True)`` gives them (the tokenizer must be fast)."""
     if not texts:
@@ -80,4 +105,4 @@ def encode_offsets(tokenizer: Any, texts: list[str]) -> list[tuple[list[int], li
         return [(list(ids), [tuple(o) for o in offsets])
                 for ids, offsets in zip(enc["input_ids"], enc["offset_mapping"], strict=True)]
     _ready(tokenizer, backend)
-    return [(e.ids, e.offsets) for e in backend.encode_batch(texts, add_special_tokens=False)]
+    return [(e.ids, Offsets(e)) for e in backend.encode_batch(texts, add_special_tokens=False)]

@@ -18,7 +18,7 @@ import numpy as np
 
 from mudpuppy.launcher.errors import UserError
 from mudpuppy.runtime.data import cache
-from mudpuppy.runtime.data.arrow_rows import dataset_from, table_of
+from mudpuppy.runtime.data.arrow_rows import dataset_from, list_lengths, table_of
 from mudpuppy.runtime.data.loading import load_raw
 from mudpuppy.runtime.data.rows import IGNORE_INDEX, RowError
 from mudpuppy.runtime.data.strategies import build_strategy
@@ -179,10 +179,7 @@ def merge(parts: list[Any], cfg: Any, columns: tuple[str, ...] | None = TOKEN_CO
 
 def lengths_of(dataset: Any) -> Any:
     """Token counts per row straight from Arrow (honours shuffle/select index mappings)."""
-    import pyarrow.compute as pc
-
-    table = table_of(dataset, ["input_ids"])
-    return pc.list_value_length(table.column("input_ids")).to_numpy(zero_copy_only=False)
+    return list_lengths(dataset, "input_ids")
 
 
 def handle_length(dataset: Any, max_len: int, cfg: Any, stats: Stats) -> Any:
