@@ -488,9 +488,11 @@ class DirectRenderer:
         self.template = template
         self.u = helpers
         self.compiled = helpers._compile_jinja_template(template)
-        # Template.render merges the template's globals (a ChainMap) into every call's variables, a Python-level
-        # walk of the map each time; merged once here, each render gets the same variables (shared context).
+        # Template.render merges the template's globals (a ChainMap) into every call's variables and the Context
+        # lists their names, two Python-level walks of the map per render; done once here, each render gets the
+        # same variables and names (a shared context, as new_context(shared=True) would build it).
         self.globals = dict(self.compiled.globals)
+        self.globals_keys = frozenset(self.compiled.globals)
         if self.compiled.environment.is_async:
             raise TypeError("an async jinja environment renders through Template.render")
         self.kwargs = kwargs
@@ -530,7 +532,7 @@ class DirectRenderer:
         if hit is not None and hit[0] is turn:
             return hit[1]
         u = self.u
-        plain = self.plain_keys is not None and not (self.plain_keys & turn.keys())
+        plain = self.plain_keys is not None and self.plain_keys.isdisjoint(turn)
         if plain:
             for k, v in turn.items():
                 if type(k) is not str or type(v) is not str:
@@ -552,8 +554,11 @@ class DirectRenderer:
             messages.append(hit[1] if hit is not None and hit[0] is turn else self.message(turn))
         schemas = self.u._plain_template_data(tools) if tools else None
         compiled = self.compiled
-        context = compiled.new_context({**self.globals, "messages": messages, "tools": schemas, "documents": None,
-                                        "add_generation_prompt": self.generation_prompt, **self.kwargs}, shared=True)
+        env = compiled.environment
+        context = env.context_class(env, {**self.globals, "messages": messages, "tools": schemas, "documents": None,
+                                          "add_generation_prompt": self.generation_prompt, **self.kwargs},
+                                    compiled.name, compiled.blocks)
+        context.globals_keys = self.globals_keys  # type: ignore[assignment]
         try:
             return str(compiled.environment.concat(compiled.root_render_func(context)))  # type: ignore[attr-defined]
         except Exception:
