@@ -11,7 +11,8 @@ exit:
 
 - baseline, ``python bench/preprocess.py --baseline``: import datasets + transformers, load the tokenizer,
   ``load_dataset`` the JSONL, one ``map`` that tokenizes each row (alpaca: prompt+response as one text,
-  batched; chat: ``apply_chat_template``, no masking); nothing is written;
+  batched; chat: ``apply_chat_template``, no masking); nothing is written; ``load_from_cache_file=False``: with
+  datasets' default the same file's map in repeats 2-3 is read back from datasets' cache, not tokenized;
 - ``python -m mudpuppy preprocess cfg.yml``;
 - with ``--axolotl``: ``python -m axolotl.cli.preprocess cfg.yml`` (AXOLOTL_DO_NOT_TRACK=1 HF_HUB_OFFLINE=1).
 
@@ -74,14 +75,14 @@ def baseline_child(kind: str, path: str, sequence_len: int) -> None:
             texts = [f"### Instruction:\n{i}\n\n### Input:\n{x}\n\n### Response:\n{o}"
                      for i, x, o in zip(b["instruction"], b["input"], b["output"], strict=True)]
             return tokenizer(texts, truncation=True, max_length=sequence_len)
-        out = raw.map(fn, batched=True, remove_columns=raw.column_names)
+        out = raw.map(fn, batched=True, remove_columns=raw.column_names, load_from_cache_file=False)
     else:
         template = CHATML.read_text()
 
         def fn(r):  # noqa: ANN001, ANN202
             return {"input_ids": tokenizer.apply_chat_template(r["messages"], chat_template=template,
                                                                tokenize=True, return_dict=False)}
-        out = raw.map(fn, remove_columns=raw.column_names)
+        out = raw.map(fn, remove_columns=raw.column_names, load_from_cache_file=False)
     print(json.dumps({"rows": len(out)}))
 
 

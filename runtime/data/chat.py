@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 from bisect import bisect_left, bisect_right
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from mudpuppy.launcher.errors import UserError
 from mudpuppy.runtime.data import template_vars
+from mudpuppy.runtime.data.encode import encode_offsets
 from mudpuppy.runtime.data.rows import IGNORE_INDEX, Row, RowError
 
 DEFAULT_ROLES = {"human": "user", "user": "user", "assistant": "assistant", "gpt": "assistant",
@@ -25,14 +27,20 @@ SENTINELS = ("[[dummy_message]]", "zzdummymessagezz")
 THINKING_PAIRS = (("<think>", "</think>"), ("<reasoning>", "</reasoning>"),
                   ("<|begin_of_thought|>", "<|end_of_thought|>"))
 SOLUTION_PAIR = ("<|begin_of_solution|>", "<|end_of_solution|>")
+# A rendered conversation and its tokens' (start, end) character offsets.
+Locator = tuple[str, Sequence[tuple[int, int]]]
+_START, _END = itemgetter(0), itemgetter(1)
+
+
+_SCALARS = frozenset({str, int, float, bool})
 
 
 def strip_nulls(obj: Any) -> Any:
     """Arrow fills keys missing from some rows with null; drop them so templates see the row as written."""
-    if isinstance(obj, Mapping):
-        return {k: strip_nulls(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, Mapping):  # scalars are kept without a call per value
+        return {k: v if type(v) in _SCALARS else strip_nulls(v) for k, v in obj.items() if v is not None}
     if isinstance(obj, list):
-        return [strip_nulls(v) for v in obj]
+        return [v if type(v) in _SCALARS else strip_nulls(v) for v in obj]
     return obj
 
 
@@ -251,17 +259,14 @@ class ChatStrategy:
         if not same:
             self.direct = None
 
-    def _encode(self, texts: list[str]) -> list[tuple[list[int], tuple[str, list[int], list[int]] | None]]:
+    def _encode(self, texts: list[str]) -> list[tuple[list[int], Locator | None]]:
         if not texts:
             return []
         if not self.fast:
             enc = self.tok(texts, add_special_tokens=False)["input_ids"]
             return [(list(ids), None) for ids in enc]
-        enc = self.tok(texts, add_special_tokens=False, return_offsets_mapping=True)
-        out: list[tuple[list[int], tuple[str, list[int], list[int]] | None]] = []
-        for text, ids, offsets in zip(texts, enc["input_ids"], enc["offset_mapping"], strict=True):
-            out.append((list(ids), (text, [s for s, _ in offsets], [e for _, e in offsets])))
-        return out
+        return [(ids, (text, offsets)) for text, (ids, offsets) in zip(texts, encode_offsets(self.tok, texts),
+                                                                       strict=True)]
 
     def trains(self, turn: Mapping[str, Any]) -> bool:
         if turn.get("training") is not None:
@@ -272,7 +277,7 @@ class ChatStrategy:
         return bool(self.o.train_on_inputs or turn.get("role") in self.roles_to_train)
 
     def label(self, turns: list[dict[str, Any]], tools: list[Any] | None, text: str, input_ids: list[int],
-              locator: tuple[str, list[int], list[int]] | None) -> Row:
+              locator: Locator | None) -> Row:
         labels = [IGNORE_INDEX] * len(input_ids)
         last_eos = last_eot = -1
         key = self.o.thinking_key
@@ -323,9 +328,11 @@ class ChatStrategy:
         return {"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels}
 
     def composite_others(self, turns: list[dict[str, Any]], tools: list[Any] | None, full: str,
-                         plan: list[tuple[int, dict[str, Any], bool]]) -> dict[int, tuple[str, ...]]:
-        """Per turn to locate: the texts Axolotl's per-turn placeholder renders would give, from one render per
-        placeholder kind with every such turn replaced at once (each by its own numbered placeholder).
+                         plan: list[tuple[int, dict[str, Any], bool]]) -> dict[int, tuple[int, int]]:
+        """Per turn to locate: where its content sits in ``full`` (start, size), so that the texts Axolotl's
+        per-turn placeholder renders would give are ``full`` with that span swapped for a placeholder; found
+        from one render per placeholder kind with every such turn replaced at once (each by its own numbered
+        placeholder).
 
         Used only when that render proves the template places each content verbatim and independently: cutting
         the numbered placeholders out of it and putting the contents back must give exactly the full text. Then
@@ -353,11 +360,7 @@ class ChatStrategy:
                 return {}
             where = found
         assert where is not None
-        out: dict[int, tuple[str, ...]] = {}
-        for index, at in where.items():
-            size = len(turns[index]["content"])
-            out[index] = tuple(full[:at] + sentinel + full[at + size:] for sentinel in SENTINELS)
-        return out
+        return {index: (at, len(turns[index]["content"])) for index, at in where.items()}
 
     # ---- turn location -------------------------------------------------------------------------------------
     def dummy(self, turn: dict[str, Any], sentinel: str, content_only: bool, reasoning_only: bool) -> dict[str, Any]:
@@ -373,7 +376,7 @@ class ChatStrategy:
         return d
 
     def find_turn(self, turns: list[dict[str, Any]], index: int, tools: list[Any] | None,
-                  locator: tuple[str, list[int], list[int]] | None, content_only: bool = False,
+                  locator: Locator | None, content_only: bool = False,
                   reasoning_only: bool = False, others: tuple[str, ...] | None = None) -> tuple[int, int]:
         if index == 0 and turns[0].get("role") == "system" and self.mistral:
             return -1, -1
@@ -390,26 +393,26 @@ class ChatStrategy:
         return start, end
 
     def _span_from_text(self, turns: list[dict[str, Any]], index: int, tools: list[Any] | None,
-                        locator: tuple[str, list[int], list[int]], content_only: bool,
-                        reasoning_only: bool, others: tuple[str, ...] | None = None) -> tuple[int, int] | None:
-        full, starts, ends = locator
+                        locator: Locator, content_only: bool,
+                        reasoning_only: bool, others: tuple[int, int] | None = None) -> tuple[int, int] | None:
+        full, offsets = locator
         lo, hi = len(full) + 1, -1
-        for k, sentinel in enumerate(SENTINELS):
-            if others is not None:
-                other = others[k]
+        for sentinel in SENTINELS:
+            if others is not None:  # the placeholder render is ``full`` with the content's span swapped
+                a, b = splice_diff(full, others[0], others[1], sentinel)
             else:
                 changed = [*turns[:index], self.dummy(turns[index], sentinel, content_only, reasoning_only),
                            *turns[index + 1:]]
                 other = self.render_fast(changed, tools)
-            if not other:
-                return None
-            a, b = diff_span(full, other)
+                if not other:
+                    return None
+                a, b = diff_span(full, other)
             lo, hi = min(lo, a), max(hi, b)
         if hi <= lo:
             return -1, -1
-        start = bisect_right(ends, lo)
-        end = bisect_left(starts, hi)
-        if start >= len(ends) or end > len(ends):
+        start = bisect_right(offsets, lo, key=_END)  # the same comparisons as over the list of token ends
+        end = bisect_left(offsets, hi, key=_START)
+        if start >= len(offsets) or end > len(offsets):
             return None
         return start, end
 
@@ -485,6 +488,13 @@ class DirectRenderer:
         self.template = template
         self.u = helpers
         self.compiled = helpers._compile_jinja_template(template)
+        # Template.render merges the template's globals (a ChainMap) into every call's variables and the Context
+        # lists their names, two Python-level walks of the map per render; done once here, each render gets the
+        # same variables and names (a shared context, as new_context(shared=True) would build it).
+        self.globals = dict(self.compiled.globals)
+        self.globals_keys = frozenset(self.compiled.globals)
+        if self.compiled.environment.is_async:
+            raise TypeError("an async jinja environment renders through Template.render")
         self.kwargs = kwargs
         self.generation_prompt = generation_prompt
         self.memo: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
@@ -522,8 +532,13 @@ class DirectRenderer:
         if hit is not None and hit[0] is turn:
             return hit[1]
         u = self.u
-        if self.plain_keys is not None and not (self.plain_keys & turn.keys()) and all(
-                type(k) is str and type(v) is str for k, v in turn.items()):
+        plain = self.plain_keys is not None and self.plain_keys.isdisjoint(turn)
+        if plain:
+            for k, v in turn.items():
+                if type(k) is not str or type(v) is not str:
+                    plain = False
+                    break
+        if plain:
             converted = dict(turn)  # text only, no reasoning: each helper returns such a message unchanged
             self.memo[id(turn)] = (turn, converted)
             return converted
@@ -532,10 +547,23 @@ class DirectRenderer:
         return converted
 
     def render(self, turns: list[dict[str, Any]], tools: list[Any] | None) -> str:
-        messages = [self.message(t) for t in turns]
+        memo = self.memo
+        messages = []
+        for turn in turns:  # memo hits inline: every conversation renders 3+ times with mostly the same turns
+            hit = memo.get(id(turn))
+            messages.append(hit[1] if hit is not None and hit[0] is turn else self.message(turn))
         schemas = self.u._plain_template_data(tools) if tools else None
-        return str(self.compiled.render(messages=messages, tools=schemas, documents=None,
-                                        add_generation_prompt=self.generation_prompt, **self.kwargs))
+        compiled = self.compiled
+        env = compiled.environment
+        context = env.context_class(env, {**self.globals, "messages": messages, "tools": schemas, "documents": None,
+                                          "add_generation_prompt": self.generation_prompt, **self.kwargs},
+                                    compiled.name, compiled.blocks)
+        context.globals_keys = self.globals_keys  # type: ignore[assignment]
+        try:
+            return str(compiled.environment.concat(compiled.root_render_func(context)))  # type: ignore[attr-defined]
+        except Exception:
+            compiled.environment.handle_exception()  # re-raises it as Template.render does
+            raise
 
 
 def _numbered(sentinel: str, n: int) -> str:
@@ -568,9 +596,13 @@ def _compose(text: str, full: str, items: dict[int, tuple[str, str]]) -> dict[in
     return where if "".join(pieces) == full else None
 
 
-def _first_in(ids: list[int], start: int, wanted: set[int]) -> int:
-    # A turn that was not found has end == -1; scanning from -1 looks at the last token first, as Axolotl does.
-    for i in range(start, len(ids)):
+def _first_in(ids: list[int], start: int, wanted: set[int], within: int = 3) -> int:
+    """First index from ``start`` whose id is in ``wanted``, when it is at most ``within`` past ``start``; else -1.
+
+    The caller only takes a token within 3 of the turn's end, so the scan stops there: a first match further
+    on was rejected anyway. A turn that was not found has end == -1; scanning from -1 looks at the last token
+    first, as Axolotl does."""
+    for i in range(start, min(len(ids), start + within + 1)):
         if ids[i] in wanted:
             return i
     return -1
@@ -582,6 +614,39 @@ def diff_span(full: str, other: str) -> tuple[int, int]:
     start = _common_prefix(full, other, limit)
     suffix = _common_prefix(full[::-1], other[::-1], limit - start)
     return start, len(full) - suffix
+
+
+def splice_diff(full: str, at: int, size: int, mark: str, budget: int = 64) -> tuple[int, int]:
+    """``diff_span(full, full[:at] + mark + full[at + size:])`` without building that text: the two agree
+    before ``at`` and after the swapped span, so only the characters around its edges are compared (up to
+    ``budget`` of them per edge; past that, the plain ``diff_span``)."""
+    tail = at + size
+    n_mark = len(mark)
+    n_full = len(full)
+    n_other = n_full - size + n_mark
+    limit = min(n_full, n_other)
+
+    def other_at(x: int) -> str:
+        if x < at:
+            return full[x]
+        if x < at + n_mark:
+            return mark[x - at]
+        return full[tail + x - at - n_mark]
+
+    start = at  # everything before the span is shared
+    while start < limit and full[start] == other_at(start):
+        start += 1
+        if start - at > budget:
+            return diff_span(full, full[:at] + mark + full[tail:])
+    cap = limit - start
+    suffix = min(n_full - tail, cap)  # everything after the span is shared
+    if suffix == n_full - tail:
+        shared = suffix
+        while suffix < cap and full[n_full - 1 - suffix] == other_at(n_other - 1 - suffix):
+            suffix += 1
+            if suffix - shared > budget:
+                return diff_span(full, full[:at] + mark + full[tail:])
+    return start, n_full - suffix
 
 
 def _common_prefix(a: str, b: str, limit: int) -> int:

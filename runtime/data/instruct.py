@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mudpuppy.launcher.errors import UserError
+from mudpuppy.runtime.data.encode import encode_ids
 from mudpuppy.runtime.data.rows import IGNORE_INDEX, Row, RowError, need, optional_text
 
 # Alpaca prompt styles: (system_format, turn_format, turn_no_input_format)
@@ -171,8 +172,6 @@ class InstructionStrategy:
         response_ids = self._encode(responses)
         eos, bos = self.tokenizer.eos_token_id, self.tokenizer.bos_token_id
         for slot, p_ids, r_ids in zip(slots, prompt_ids, response_ids, strict=True):
-            p_ids = list(p_ids)
-            r_ids = list(r_ids)
             if r_ids:
                 for _ in range(self.eos_count - (r_ids[-1] == eos)):
                     if len(r_ids) < self.sequence_len:
@@ -189,8 +188,7 @@ class InstructionStrategy:
         keep = [i for i, t in enumerate(texts) if t]
         result: list[list[int]] = [[] for _ in texts]
         if keep:
-            enc = self.tokenizer([texts[i] for i in keep], truncation=True, max_length=self.sequence_len,
-                                 padding=False)["input_ids"]
+            enc = encode_ids(self.tokenizer, [texts[i] for i in keep], max_length=self.sequence_len)
             for i, ids in zip(keep, enc, strict=True):
                 result[i] = ids
         return result
@@ -225,9 +223,8 @@ class CompletionStrategy:
         max_length = self.sequence_len * 64
         eos = self.tokenizer.eos_token_id
         if texts:
-            enc = self.tokenizer(texts, truncation=True, max_length=max_length, padding=False)["input_ids"]
+            enc = encode_ids(self.tokenizer, texts, max_length=max_length)
             for slot, ids in zip(slots, enc, strict=True):
-                ids = list(ids)
                 if not ids:
                     continue
                 if ids[-1] != eos and len(ids) < max_length:

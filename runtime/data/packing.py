@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from mudpuppy.runtime.data.arrow_rows import dataset_from, table_of
+
 
 def pack_lengths(lengths: np.ndarray | list[int], capacity: int, group_size: int = 100_000,
                  bin_size: int = 200, sequential: bool = False) -> list[list[int]]:
@@ -44,31 +46,54 @@ def pack_lengths(lengths: np.ndarray | list[int], capacity: int, group_size: int
     group_size = max(1, group_size)
     bin_size = max(1, bin_size)
     for offset in range(0, len(lengths), group_size):
-        group = lengths[offset: offset + group_size]
-        order = np.argsort(-group, kind="stable")
-        room = np.empty(len(group), dtype=np.int64)
-        count = np.zeros(len(group), dtype=np.int64)
-        members: list[list[int]] = []
-        opened = 0
-        for i in order:
-            size = int(group[i])
-            if opened:
-                fits = (room[:opened] >= size) & (count[:opened] < bin_size)
-                j = int(fits.argmax())
-                if not fits[j]:
-                    j = opened
-            else:
-                j = 0
-            if j == opened:
-                room[j] = capacity
-                count[j] = 0
-                members.append([])
-                opened += 1
-            room[j] -= size
-            count[j] += 1
-            members[j].append(offset + int(i))
-        bins.extend(members)
+        bins.extend(_first_fit_decreasing(lengths[offset: offset + group_size], capacity, bin_size, offset))
     return bins
+
+
+def _first_fit_decreasing(group: np.ndarray, capacity: int, bin_size: int, offset: int) -> list[list[int]]:
+    """First-fit decreasing, one equal-length run at a time instead of one row at a time.
+
+    Rows of equal length placed one after another fill the open bins in bin order: a bin that cannot take the
+    next one could not take the one before either, so bin j takes ``min(room_j // size, bin_size - count_j)`` of
+    them before the run moves on, and what is left opens new bins that each take as many as fit. That is what
+    placing the run row by row gives; the loop runs once per distinct length (at most ``capacity``), not per row.
+    """
+    order = np.argsort(-group, kind="stable")
+    sizes = group[order]
+    n = len(order)
+    room = np.empty(n, dtype=np.int64)
+    count = np.zeros(n, dtype=np.int64)
+    bin_of = np.empty(n, dtype=np.int64)
+    opened = 0
+    starts = np.flatnonzero(np.concatenate([[True], sizes[1:] != sizes[:-1]])) if n else np.array([], np.int64)
+    for first, stop in zip(starts.tolist(), [*starts[1:].tolist(), n], strict=True):
+        size = int(sizes[first])
+        k = stop - first
+        free = bin_size - count[:opened]
+        take = np.minimum(room[:opened] // size, free) if size else free.copy()
+        take[(room[:opened] < size) | (free <= 0)] = 0
+        cum = np.cumsum(take)
+        placed = min(k, int(cum[-1])) if opened else 0
+        if placed:
+            target = np.searchsorted(cum, np.arange(placed), side="right")
+            bin_of[first: first + placed] = target
+            added = np.bincount(target, minlength=opened)
+            room[:opened] -= added * size
+            count[:opened] += added
+        rest = k - placed
+        if rest:
+            per_bin = min(capacity // size, bin_size) if size else bin_size
+            new_bins = -(-rest // per_bin)
+            bin_of[first + placed: stop] = opened + np.arange(rest) // per_bin
+            filled = np.full(new_bins, per_bin, dtype=np.int64)
+            filled[-1] = rest - per_bin * (new_bins - 1)
+            room[opened: opened + new_bins] = capacity - filled * size
+            count[opened: opened + new_bins] = filled
+            opened += new_bins
+    by_bin = np.argsort(bin_of, kind="stable")
+    members = (order[by_bin] + offset).tolist()
+    cuts = np.cumsum(count[:opened])[:-1].tolist()
+    return [members[a:b] for a, b in zip([0, *cuts], [*cuts, n], strict=True)] if opened else []
 
 
 def _pack_in_order(lengths: np.ndarray, capacity: int) -> list[list[int]]:
@@ -93,7 +118,7 @@ def pack_dataset(rows: Any, capacity: int, group_size: int = 100_000, bin_size: 
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    table = rows.select_columns(["input_ids", "labels"]).with_format("arrow")[:]
+    table = table_of(rows, ["input_ids", "labels"])
     lengths = pc.list_value_length(table.column("input_ids")).to_numpy(zero_copy_only=False).astype(np.int64)
     if not len(lengths):
         return datasets.Dataset.from_dict({k: [] for k in PACKED_COLUMNS}), 0.0
@@ -121,7 +146,7 @@ def pack_dataset(rows: Any, capacity: int, group_size: int = 100_000, bin_size: 
         "length": pa.array(bin_tokens.astype(np.int32)),
     })
     efficiency = float(lengths.sum()) / (len(bins) * capacity)
-    return datasets.Dataset(out), efficiency
+    return dataset_from(out, rows, f"pack_dataset:{capacity}:{group_size}:{bin_size}:{sequential}"), efficiency
 
 
 PACKED_COLUMNS = ("input_ids", "labels", "attention_mask", "position_ids", "seq_lens", "length")
