@@ -60,7 +60,11 @@ def test_two_node_job_preempted_requeues_and_resumes(slurm: SlurmCluster, projec
     assert status["attempts"] == 3 and status["restarts"] == 2 and status["native"] == "COMPLETED", summary
     assert "attempts: 3" in mp("status", run).stdout
     assert "preemption notice" in log and log.count("requeueing (restart") == 1, summary  # ours, once
-    assert "node stopped by SIGTERM" in log and "Traceback" not in log, summary  # SLURM's requeue
+    # torchrun's own exit-barrier race (pytorch#69520): after the job succeeded, the agent that hosts the store can
+    # exit while the other node's agent still waits in the exit barrier, and torch logs that with a traceback
+    # (seen once in CI under load). Only that one, from torch's agent, is tolerated.
+    ours = "\n".join(line for line in log.splitlines() if "elastic/agent/server/api.py" not in line)
+    assert "node stopped by SIGTERM" in log and "Traceback" not in ours, summary  # SLURM's requeue
     assert "rank 0/2" in log and "rank 1/2" in log and "node 1" in log
     assert log.count("resumed from step") == 4  # both ranks resumed after each restart
     # a relative output_dir resolves against the submit directory (the cwd of `launch`), not the run folder
